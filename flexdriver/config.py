@@ -1,0 +1,106 @@
+"""Node configuration: built-in defaults, overridden by an optional INI file.
+
+The defaults match the 2017 driver (device /dev/xvdz, volume group vg-ax, delete above 50% used,
+10240 MiB slabs) so that this driver is a drop-in replacement with no file at all.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import re
+from typing import Mapping
+
+from .errors import ConfigError
+
+DEFAULT_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
+PATH_ENV = "AX_VOL_PLUGIN_CONFIG"
+SECTION = "vol_plugin"
+
+# LVM's own rule for VG names: these characters, not starting with '-', not '.' or '..'.
+_VG_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    device: str = "/dev/xvdz"
+    volume_group: str = "vg-ax"
+    usage_threshold: float = 0.5
+    default_size_mb: int = 10240
+    log_file: str = "/var/log/ax-vol-plugin.log"
+    run_dir: str = "/run/ax-vol-plugin"
+    lock_timeout_s: float = 300.0
+
+
+_PARSERS = {
+    "device": "path",
+    "volume_group": "vg",
+    "usage_threshold": "fraction",
+    "default_size_mb": "size",
+    "log_file": "path",
+    "run_dir": "path",
+    "lock_timeout_s": "seconds",
+}
+
+
+def load(environ: Mapping[str, str] = os.environ) -> Config:
+    """Read the file named by $AX_VOL_PLUGIN_CONFIG, else DEFAULT_PATH if it exists."""
+    path = environ.get(PATH_ENV)
+    if path is None:
+        if not os.path.exists(DEFAULT_PATH):
+            return Config()
+        path = DEFAULT_PATH
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    return parse(text, path)
+
+
+def parse(text: str, origin: str = "<config>") -> Config:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text, source=origin)
+    except configparser.Error as err:
+        raise ConfigError(f"config file {origin} is not valid INI: {err}") from err
+    extra = [name for name in parser.sections() if name != SECTION]
+    if extra:
+        raise ConfigError(f"config file {origin}: unknown section [{extra[0]}], expected [{SECTION}]")
+    if not parser.has_section(SECTION):
+        return Config()
+    values = {}
+    for key, raw in parser.items(SECTION):
+        kind = _PARSERS.get(key)
+        if kind is None:
+            known = ", ".join(sorted(_PARSERS))
+            raise ConfigError(f"config file {origin}: unknown key '{key}' (known: {known})")
+        values[key] = _convert(kind, key, raw.strip(), origin)
+    return Config(**values)
+
+
+def _convert(kind: str, key: str, raw: str, origin: str):
+    where = f"config file {origin}: {key} = {raw!r}"
+    if kind == "path":
+        if not raw.startswith("/") or "\0" in raw:
+            raise ConfigError(f"{where}: must be an absolute path")
+        return os.path.normpath(raw)
+    if kind == "vg":
+        if not _VG_NAME.fullmatch(raw) or raw in (".", ".."):
+            raise ConfigError(f"{where}: not a valid volume group name")
+        return raw
+    if kind == "size":
+        if not re.fullmatch(r"[1-9][0-9]{0,9}", raw):
+            raise ConfigError(f"{where}: must be a positive whole number of MiB")
+        return int(raw)
+    try:
+        number = float(raw)
+    except ValueError:
+        number = float("nan")
+    if kind == "fraction" and 0.0 < number <= 1.0:
+        return number
+    if kind == "seconds" and 0.0 < number <= 86400.0:
+        return number
+    limits = "between 0 (exclusive) and 1" if kind == "fraction" else "seconds, above 0"
+    raise ConfigError(f"{where}: must be a number {limits}")

@@ -1,0 +1,307 @@
+"""mount and unmount as short sequences of steps, each safe to be killed after.
+
+The order of steps is what makes the driver crash-proof:
+- Every decision (which slab, what to evict, keep or delete) is made under the node lock, from a
+  fresh `lvs`, and recorded in the slab's tags by one atomic LVM command before anything else.
+- Slow work (mkfs, mount) runs outside the lock on a slab already tagged for this mount dir,
+  so no other call can take it, and concurrent pods do not queue behind one mkfs.
+- Kubelet retries every failed call with the same arguments; a retry finds the dir's slab by
+  its tags and carries on from whatever step the killed call reached.
+- Whatever a dead call leaves behind (a half-made slab, a slab "in use" by a pod that is gone)
+  is recognised by any later call and reclaimed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import stat
+import time
+from typing import Optional, Sequence, Tuple
+
+from . import failpoints
+from .config import Config
+from .errors import BadRequest, Busy, CommandFailed, DeviceRefused, DriverError
+from .journal import CallRecord
+from .options import ANONYMOUS, MountRequest, parse_mount_dir, pod_dir_of
+from .pool import (
+    MIB,
+    NAME_PREFIX,
+    Action,
+    Facts,
+    Kind,
+    Pool,
+    Release,
+    Slab,
+    State,
+    Want,
+    all_tags,
+    plan_mount,
+    plan_release,
+    slab_from_tags,
+    state_tags,
+)
+from .system import filesystems, host
+from .system.lock import node_lock
+from .system.lvm import LVM, dm_path
+from .system.mounts import MountEntry, Mounter, canonical, mount_at, read_mounts
+from .system.runner import Runner
+
+
+class Driver:
+    def __init__(self, config: Config, record: CallRecord, runner: Optional[Runner] = None) -> None:
+        self.config = config
+        self.record = record
+        self.runner = runner or Runner()
+        self.lvm = LVM(self.runner, config.volume_group)
+        self.mounter = Mounter(self.runner)
+        self.me = host.process_identity(os.getpid()) or f"unknown:{os.getpid()}:0"
+
+    # ---- mount ---------------------------------------------------------------------------
+
+    def mount(self, request: MountRequest) -> str:
+        path = canonical(request.mount_dir)
+        if not os.path.isdir(path):
+            raise BadRequest(f"mount dir {path} does not exist or is not a directory")
+        want = Want(
+            mount_dir=path,
+            kind=Kind.ANONYMOUS if request.volume_type == ANONYMOUS else Kind.GRAPH,
+            size_mb=request.size_mb,
+            fs_type=request.fs_type,
+        )
+        self.record.note(pod=request.pod_uid or None, size_mb=want.size_mb, fs=want.fs_type, type=want.kind.value)
+
+        with self._lock():
+            pool, entries = self._snapshot(create_for_mb=want.size_mb)
+            existing = mount_at(entries, path)
+            if existing is not None:
+                return self._already_mounted(pool, existing, path)
+            plan = plan_mount(pool, want, self._facts(pool, entries))
+            self._remove(plan.remove, evicted=plan.evicted)
+            failpoints.hit("mount-after-evict")
+            slab, needs_format = self._act(plan, want, request, pool)
+        failpoints.hit("mount-after-decision")
+
+        device = dm_path(self.config.volume_group, slab.name)
+        if needs_format:
+            try:
+                filesystems.make(self.runner, slab.fs_type, device)
+            except CommandFailed:
+                self._discard(slab)
+                raise
+            failpoints.hit("mount-after-mkfs")
+            formatted = dataclasses.replace(slab, state=State.USED, creator="")
+            self._retag(slab, formatted)  # our own CREATING slab: no decision, so no lock needed
+            slab = formatted
+            failpoints.hit("mount-after-format-tag")
+        try:
+            self.mounter.mount(device, path, slab.fs_type, request.read_only)
+        except CommandFailed:
+            if plan.action is not Action.RESUME:
+                self._discard(slab)  # empty or cache only: a fresh slab on retry beats a loop
+            raise
+        failpoints.hit("mount-after-mount")
+        return f"mounted slab {slab.name} ({self.record.fields['decision']}) on {path}"
+
+    def _act(self, plan, want: Want, request: MountRequest, pool: Pool) -> Tuple[Slab, bool]:
+        """Record the plan in LVM tags; returns the slab and whether it still needs mkfs."""
+        slab = plan.slab
+        self.record.note(slab=slab.name if slab else None)
+        if plan.action is Action.RESUME:
+            self.record.note(decision="resumed own slab")
+            if not slab.active:
+                self.lvm.activate(slab.name)  # after a reboot on a node that does not auto-activate
+            return slab, False
+        if plan.action is Action.REUSE:
+            claimed = dataclasses.replace(
+                slab, state=State.USED, mount_dir=want.mount_dir, pod_uid=request.pod_uid, released_at=0
+            )
+            self._retag(slab, claimed)
+            self.record.note(decision="reused warm slab", warm_since=slab.released_at)
+            if not slab.active:
+                self.lvm.activate(slab.name)
+            return claimed, False
+        if plan.action is Action.REFORMAT:
+            taken = dataclasses.replace(slab, creator=self.me)
+            self._retag(slab, taken)
+            self.record.note(decision="took over half-made slab")
+            if not slab.active:
+                self.lvm.activate(slab.name)
+            return taken, True
+        new = Slab(
+            name=NAME_PREFIX + secrets.token_hex(6),
+            size_bytes=plan.size_bytes,
+            size_mb=want.size_mb,
+            fs_type=want.fs_type,
+            kind=want.kind,
+            state=State.CREATING,
+            mount_dir=want.mount_dir,
+            pod_uid=request.pod_uid,
+            creator=self.me,
+        )
+        self.lvm.create(new.name, new.size_bytes, all_tags(new))
+        self.record.note(slab=new.name, decision="created new slab")
+        failpoints.hit("mount-after-lvcreate")
+        return new, True
+
+    def _already_mounted(self, pool: Pool, existing: MountEntry, path: str) -> str:
+        for slab in pool.slabs:
+            if slab.device == existing.device and slab.mount_dir == path:
+                self.record.note(slab=slab.name, decision="already mounted")
+                return f"slab {slab.name} is already mounted on {path}"
+        raise DriverError(f"{path} already has {existing.source} ({existing.fs_type}) mounted on it, not a slab of this driver")
+
+    # ---- unmount -------------------------------------------------------------------------
+
+    def unmount(self, mount_dir: str) -> str:
+        path = canonical(parse_mount_dir(mount_dir))
+        self.record.note(pod=_pod_of(path))
+        with self._lock():
+            pool, entries = self._snapshot(create_for_mb=None)
+            existing = mount_at(entries, path)
+            slabs = pool.slabs if pool else ()
+            if existing is not None:
+                slab = next((s for s in slabs if s.device == existing.device), None)
+                if slab is None:
+                    raise DriverError(
+                        f"{path} has {existing.source} ({existing.fs_type}) mounted on it, "
+                        f"not a slab of volume group {self.config.volume_group}; not unmounting it"
+                    )
+                self.record.note(slab=slab.name)
+                usage = filesystems.measure(path, slab.device)
+                self.record.note(usage=round(usage, 4))
+                decision = plan_release(slab, usage, self.config.usage_threshold)
+                if decision is Release.DELETE and slab.state is not State.DOOMED:
+                    # Recorded before the umount: a retry after a crash here must not mistake
+                    # an unmounted, over-full slab for one that may go back to the pool.
+                    slab = self._retag(slab, dataclasses.replace(slab, state=State.DOOMED))
+                failpoints.hit("unmount-after-measure")
+                self.mounter.unmount(path)
+                failpoints.hit("unmount-after-umount")
+            else:
+                slab = next((s for s in slabs if s.mount_dir == path), None)
+                if slab is None:
+                    self.record.note(decision="nothing to do")
+                    return f"{path} is not mounted and has no slab recorded"
+                self.record.note(slab=slab.name)
+                mounted_elsewhere = next((e for e in entries if e.device == slab.device), None)
+                if slab.device is not None and mounted_elsewhere is not None:
+                    self.record.note(decision="left alone: mounted elsewhere")
+                    return f"slab {slab.name} recorded for {path} is mounted at {mounted_elsewhere.mount_point}; left alone"
+                if slab.state is State.CREATING and host.is_alive(slab.creator):
+                    raise Busy(f"slab {slab.name} for {path} is still being formatted by another call; retry")
+                if slab.state in (State.CREATING, State.DOOMED):
+                    decision = Release.DELETE
+                else:
+                    decision = plan_release(slab, None, self.config.usage_threshold)
+            if decision is Release.DELETE:
+                self.lvm.remove([slab.name])
+                self.record.note(decision="deleted slab")
+                return f"unmounted {path}; deleted slab {slab.name}"
+            self._retag(
+                slab,
+                dataclasses.replace(slab, state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=int(time.time())),
+            )
+            self.record.note(decision="kept slab")
+            return f"unmounted {path}; slab {slab.name} kept for the next pod"
+
+    # ---- shared steps --------------------------------------------------------------------
+
+    def _lock(self):
+        return node_lock(self.config.run_dir, self.config.lock_timeout_s)
+
+    def _snapshot(self, create_for_mb: Optional[int]) -> Tuple[Optional[Pool], Sequence[MountEntry]]:
+        report = self.lvm.report()
+        if report is None:
+            if create_for_mb is None:
+                return None, read_mounts()
+            self._create_volume_group(create_for_mb)
+            report = self.lvm.report()
+        slabs = []
+        for volume in report.volumes:
+            slab = slab_from_tags(volume.name, volume.size_bytes, volume.tags, device=volume.device, active=volume.active)
+            if slab is not None:
+                slabs.append(slab)
+        pool = Pool(
+            volume_group=report.name,
+            vg_size_bytes=report.size_bytes,
+            vg_free_bytes=report.free_bytes,
+            extent_bytes=report.extent_bytes,
+            slabs=tuple(slabs),
+        )
+        # The mount table is read after lvs, so a slab mounted in between is seen as mounted.
+        return pool, read_mounts()
+
+    def _facts(self, pool: Pool, entries: Sequence[MountEntry]) -> Facts:
+        live = {s.creator for s in pool.slabs if s.state is State.CREATING and host.is_alive(s.creator)}
+        gone = {
+            s.mount_dir
+            for s in pool.slabs
+            if s.state is State.USED and s.mount_dir and not os.path.exists(_owner_path(s.mount_dir))
+        }
+        return Facts(
+            mounted_devices=frozenset(e.device for e in entries),
+            live_creators=frozenset(live),
+            gone_owners=frozenset(gone),
+        )
+
+    def _create_volume_group(self, size_mb: int) -> None:
+        device = self.config.device
+        try:
+            mode = os.stat(device).st_mode
+        except OSError as err:
+            raise DeviceRefused(
+                f"volume group {self.config.volume_group} does not exist and device {device} "
+                f"cannot be used to create it: {err.strerror}"
+            ) from err
+        if not stat.S_ISBLK(mode):
+            raise DeviceRefused(f"device {device} is not a block device")
+        size = host.device_size(device)
+        if size_mb * MIB > size:
+            raise BadRequest(f"size_mb {size_mb} is larger than device {device} ({size // MIB} MiB)")
+        found = host.signatures(self.runner, device)
+        if found:
+            raise DeviceRefused(
+                f"volume group {self.config.volume_group} does not exist and device {device} is not blank "
+                f"(it carries {found}); refusing to create it there. Wipe the device if it is meant "
+                f"for slabs, or name another device or volume group in the config"
+            )
+        self.lvm.create_volume_group(device)
+        self.record.note(volume_group_created=device)
+
+    def _remove(self, slabs: Sequence[Slab], evicted: Sequence[Slab] = ()) -> None:
+        if slabs:
+            self.lvm.remove([s.name for s in slabs])
+            self.record.note(
+                evicted=[s.name for s in evicted] or None,
+                reclaimed=[s.name for s in slabs if s not in evicted] or None,
+            )
+
+    def _retag(self, old: Slab, new: Slab) -> Slab:
+        self.lvm.retag(old.name, add=state_tags(new), delete=state_tags(old))
+        return new
+
+    def _discard(self, slab: Slab) -> None:
+        """Best effort: delete a slab this call just took and could not use; if even that
+        fails, the doomed tag lets any later call reclaim it."""
+        try:
+            self._retag(slab, dataclasses.replace(slab, state=State.DOOMED, creator=""))
+            self.lvm.remove([slab.name])
+            self.record.note(discarded=slab.name)
+        except CommandFailed:
+            pass
+
+
+def _owner_path(mount_dir: str) -> str:
+    """The path whose disappearance means the owning pod is gone for good.
+
+    Kubelet removes a pod's whole dir only when the pod is deleted; the mount dir itself comes
+    and goes between kubelet's retries, so it is used only outside kubelet's layout.
+    """
+    return pod_dir_of(mount_dir) or mount_dir
+
+
+def _pod_of(path: str) -> Optional[str]:
+    pod_dir = pod_dir_of(path)
+    return os.path.basename(pod_dir) if pod_dir else None

@@ -1,0 +1,111 @@
+"""Kubelet's mount arguments turned into a validated MountRequest, or a BadRequest.
+
+Every value here comes from a pod spec (kubelet merges the spec's options last, so a pod author
+controls all of them): nothing is trusted, and nothing reaches a command line unchecked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Optional
+
+from .errors import BadRequest
+
+GRAPH = "ax-docker-graph-storage"
+ANONYMOUS = "ax-anonymous"
+VOLUME_TYPES = (GRAPH, ANONYMOUS)
+FS_TYPES = ("ext4", "xfs")
+
+# One MiB short of 1 PiB: larger than any disk this runs on, small enough that arithmetic on it
+# never surprises; the real limit (the volume group's size) is checked later.
+MAX_SIZE_MB = 1 << 30
+_SIZE = re.compile(r"[1-9][0-9]{0,9}")
+_POD_UID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+MAX_DIR_LEN = 700  # the dir is kept base64-encoded in a 1024-character LVM tag
+
+
+@dataclasses.dataclass(frozen=True)
+class MountRequest:
+    mount_dir: str
+    volume_type: str
+    size_mb: int
+    fs_type: str
+    read_only: bool
+    pod_uid: str
+
+
+def parse_mount_dir(raw: str) -> str:
+    if not raw or "\0" in raw or "\n" in raw:
+        raise BadRequest("mount dir must be a non-empty path")
+    if not raw.startswith("/"):
+        raise BadRequest(f"mount dir must be an absolute path, got {raw!r}")
+    path = os.path.normpath(raw)
+    if path == "/":
+        raise BadRequest("mount dir must not be /")
+    if len(path) > MAX_DIR_LEN:
+        raise BadRequest(f"mount dir is longer than {MAX_DIR_LEN} characters")
+    return path
+
+
+def parse_mount(mount_dir: str, options_json: str, default_size_mb: int) -> MountRequest:
+    path = parse_mount_dir(mount_dir)
+    try:
+        options = json.loads(options_json)
+    except (ValueError, RecursionError) as err:
+        raise BadRequest(f"mount options are not valid JSON: {err}") from err
+    if not isinstance(options, dict):
+        raise BadRequest(f"mount options must be a JSON object, got {type(options).__name__}")
+    for key, value in options.items():
+        if not isinstance(value, str):
+            raise BadRequest(f"mount option {key!r} must be a string, got {json.dumps(value)[:40]}")
+
+    volume_type = options.get("ax_vol_type", "") or GRAPH
+    if volume_type not in VOLUME_TYPES:
+        raise BadRequest(f"unknown ax_vol_type {volume_type!r}; supported: {', '.join(VOLUME_TYPES)}")
+
+    fs_type = options.get("kubernetes.io/fsType", "") or "ext4"
+    if fs_type not in FS_TYPES:
+        raise BadRequest(f"unsupported fsType {fs_type!r}; supported: {', '.join(FS_TYPES)} ('' means ext4)")
+
+    raw_size = options.get("size_mb")
+    size_mb = default_size_mb if raw_size is None else parse_size_mb(raw_size)
+
+    access = options.get("kubernetes.io/readwrite", "rw") or "rw"
+    if access not in ("rw", "ro"):
+        raise BadRequest(f"kubernetes.io/readwrite must be 'rw' or 'ro', got {access!r}")
+
+    return MountRequest(
+        mount_dir=path,
+        volume_type=volume_type,
+        size_mb=size_mb,
+        fs_type=fs_type,
+        read_only=access == "ro",
+        pod_uid=pod_uid_of(path, options.get("kubernetes.io/pod.uid")) or "",
+    )
+
+
+def parse_size_mb(raw: str) -> int:
+    if not _SIZE.fullmatch(raw) or int(raw) > MAX_SIZE_MB:
+        raise BadRequest(f"size_mb must be a positive whole number of MiB (1..{MAX_SIZE_MB}), got {raw!r}")
+    return int(raw)
+
+
+def pod_dir_of(mount_dir: str) -> Optional[str]:
+    """`<root>/pods/<uid>` for kubelet's layout `<root>/pods/<uid>/volumes/<plugin>/<volume>`."""
+    parts = mount_dir.split("/")
+    if len(parts) >= 6 and parts[-3] == "volumes" and parts[-5] == "pods":
+        return "/".join(parts[:-3])
+    return None
+
+
+def pod_uid_of(mount_dir: str, claimed: Optional[str] = None) -> Optional[str]:
+    """The pod uid, from kubelet's own path when it has the usual layout (a pod cannot fake that),
+    else from the option a pod may set; None when neither is a plausible uid."""
+    pod_dir = pod_dir_of(mount_dir)
+    candidate = os.path.basename(pod_dir) if pod_dir else claimed
+    if candidate and _POD_UID.fullmatch(candidate):
+        return candidate
+    return None

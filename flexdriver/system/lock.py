@@ -1,0 +1,52 @@
+"""One node-wide lock under /run: every decision about the pool is made while holding it.
+
+flock(2) is released by the kernel when the holder dies, so a SIGKILLed call never leaves the
+node locked. /run is a tmpfs: the lock file vanishes at reboot, as it should.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+from typing import Iterator
+
+from ..errors import Busy
+
+LOCK_NAME = "lock"
+
+
+class _Expired(Exception):
+    pass
+
+
+def _expire(signum, frame):
+    raise _Expired()
+
+
+@contextlib.contextmanager
+def node_lock(run_dir: str, timeout_s: float) -> Iterator[None]:
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait(fd, timeout_s)
+        yield
+    finally:
+        os.close(fd)  # closing the only fd releases the flock
+
+
+def _wait(fd: int, timeout_s: float) -> None:
+    # A blocking flock interrupted by a timer: no polling, woken the instant the holder lets go.
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except _Expired:
+        raise Busy(f"the node lock was held by another call for more than {timeout_s:.0f} s; retry") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

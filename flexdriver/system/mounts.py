@@ -1,0 +1,81 @@
+"""The kernel's mount table, read from /proc/self/mountinfo, and mount/umount."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import List, Optional, Sequence, Tuple
+
+from .runner import Runner
+
+MOUNTINFO = "/proc/self/mountinfo"
+MOUNT_TIMEOUT_S = 300.0
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+@dataclasses.dataclass(frozen=True)
+class MountEntry:
+    mount_point: str
+    device: Tuple[int, int]
+    fs_type: str
+    source: str
+
+
+def parse_mountinfo(text: str) -> List[MountEntry]:
+    entries = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+            major, minor = fields[2].split(":")
+            entries.append(
+                MountEntry(
+                    mount_point=_unescape(fields[4]),
+                    device=(int(major), int(minor)),
+                    fs_type=fields[sep + 1],
+                    source=_unescape(fields[sep + 2]),
+                )
+            )
+        except (ValueError, IndexError):
+            continue  # a line this parser does not understand is not one of ours
+    return entries
+
+
+def _unescape(field: str) -> str:
+    # The kernel writes space, tab, newline and backslash as octal escapes.
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def read_mounts(path: str = MOUNTINFO) -> List[MountEntry]:
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        return parse_mountinfo(handle.read())
+
+
+def mount_at(entries: Sequence[MountEntry], mount_point: str) -> Optional[MountEntry]:
+    """The topmost mount on `mount_point` (later lines are mounted over earlier ones)."""
+    found = None
+    for entry in entries:
+        if entry.mount_point == mount_point:
+            found = entry
+    return found
+
+
+def canonical(path: str) -> str:
+    # The mount table holds resolved paths; /var/lib/kubelet is a symlink on some distributions.
+    return os.path.realpath(path)
+
+
+class Mounter:
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def mount(self, device: str, mount_point: str, fs_type: str, read_only: bool) -> None:
+        options = ["ro" if read_only else "rw", "noatime"]
+        self.runner.run(
+            ["mount", "-t", fs_type, "-o", ",".join(options), device, mount_point], timeout=MOUNT_TIMEOUT_S
+        )
+
+    def unmount(self, mount_point: str) -> None:
+        # Never lazy (-l): the slab must really be released before it is deleted or handed on.
+        self.runner.run(["umount", mount_point], timeout=MOUNT_TIMEOUT_S)

@@ -1,0 +1,126 @@
+"""The one place external commands run.
+
+- argv lists only, never a shell; programs resolved to absolute paths in a fixed search path
+  (kubelet's PATH is whatever the node's service manager gave it);
+- LC_ALL=C so messages and numbers parse the same on every node;
+- stdin closed and stdout/stderr captured, so no child can write into kubelet's JSON or hang
+  kubelet by keeping its pipes open;
+- each child is killed if the driver dies (PR_SET_PDEATHSIG), so a SIGKILLed call never leaves
+  an mkfs running under the call that retries it;
+- a timeout on everything, and one error type carrying argv, exit code and stderr.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from typing import Callable, Deque, Dict, List, Optional, Sequence
+
+from ..errors import CommandFailed, CommandTimedOut
+
+SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+CHILD_ENV = {
+    "LC_ALL": "C",
+    "PATH": ":".join(SEARCH_PATH),
+    # LVM warns on stderr about every inherited fd; ours are all close-on-exec anyway.
+    "LVM_SUPPRESS_FD_WARNINGS": "1",
+}
+DEFAULT_TIMEOUT_S = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Completed:
+    argv: List[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class Runner:
+    def __init__(self, search_path: Sequence[str] = SEARCH_PATH) -> None:
+        self._search_path = tuple(search_path)
+        self._resolved: Dict[str, str] = {}
+        # The last commands, kept for the call's log line when something fails.
+        self.history: Deque[Completed] = collections.deque(maxlen=20)
+
+    def resolve(self, program: str) -> str:
+        if program.startswith("/"):
+            return program
+        if program not in self._resolved:
+            for directory in self._search_path:
+                candidate = os.path.join(directory, program)
+                if os.access(candidate, os.X_OK):
+                    self._resolved[program] = candidate
+                    break
+            else:
+                raise CommandFailed([program], 127, "", f"{program} not found in {':'.join(self._search_path)}")
+        return self._resolved[program]
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        ok_codes: Sequence[int] = (0,),
+    ) -> Completed:
+        full = [self.resolve(argv[0])] + list(argv[1:])
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=CHILD_ENV,
+                cwd="/",
+                close_fds=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as err:
+            raise CommandFailed(full, 127, "", f"cannot run: {err.strerror}") from err
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            result = Completed(full, -9, _text(out), _text(err), time.monotonic() - started)
+            self.history.append(result)
+            raise CommandTimedOut(full, -9, result.stderr, f"no answer after {timeout:.0f} s") from None
+        result = Completed(full, proc.returncode, _text(out), _text(err), time.monotonic() - started)
+        self.history.append(result)
+        if proc.returncode not in ok_codes:
+            raise CommandFailed(full, proc.returncode, result.stderr)
+        return result
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+_prctl: Optional[Callable[..., int]] = None
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec. PR_SET_PDEATHSIG = 1.
+    global _prctl
+    if _prctl is not None:
+        _prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def _load_prctl() -> None:
+    global _prctl
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _prctl = libc.prctl
+    except (OSError, AttributeError):  # no libc symbol: children just outlive a killed parent
+        _prctl = None
+
+
+_load_prctl()
