@@ -1,0 +1,99 @@
+"""Setup for the real-kernel suite, which runs inside a throw-away VM (see tests/vm/).
+
+It wipes block devices, so before anything else it proves it is in that VM and that each
+device it will touch is one of the blank images the host made for this run (by exact size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from . import node
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
+SCRATCH = "/dev/vda"  # the slab disk (the driver's configured device)
+NODE_DISK = "/dev/vdb"  # survives the reboot: holds /var/lib/kubelet
+SPARE = "/dev/vdc"  # small disk for device-refusal tests
+
+
+def _manifest() -> dict:
+    path = os.environ.get("AX_VM_MANIFEST")
+    if not path:
+        pytest.exit("refusing to run: not inside the suite's VM (run `make test`, which boots it)", returncode=3)
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _check_devices(manifest: dict) -> None:
+    try:
+        with open("/sys/class/dmi/id/sys_vendor") as handle:
+            vendor = handle.read().strip()
+    except OSError:
+        vendor = ""
+    if vendor != "QEMU":
+        pytest.exit(f"refusing to run: this is not a QEMU guest (sys_vendor {vendor!r})", returncode=3)
+    for device in (SCRATCH, NODE_DISK, SPARE):
+        expected = manifest["disks"].get(device, {}).get("bytes")
+        name = os.path.basename(device)
+        with open(f"/sys/block/{name}/size") as handle:
+            actual = int(handle.read()) * 512
+        if actual != expected:
+            pytest.exit(
+                f"refusing to run: {device} is {actual} bytes, not the {expected}-byte image made for this run", returncode=3
+            )
+
+
+def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return node.run(*argv, check=check)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def vm_node():
+    manifest = _manifest()
+    _check_devices(manifest)
+    # The node's own disk: kubelet's dir lives here, so pods' dirs survive the reboot.
+    blank = _sh("blkid", "-p", NODE_DISK, check=False).returncode == 2
+    if blank:
+        _sh("mkfs.ext4", "-q", NODE_DISK)
+    os.makedirs(node.KUBELET_ROOT, exist_ok=True)
+    _sh("mount", NODE_DISK, node.KUBELET_ROOT)
+    # The admin's steps: configure the device, install the driver the way the docs say.
+    os.makedirs(os.path.dirname(CONFIG_PATH), exist_ok=True)
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
+    _sh(f"{REPO}/install/install.sh", "--plugin-dir", node.PLUGIN_DIR, "--driver", f"{REPO}/dist/vol_plugin")
+    yield manifest
+
+
+def wipe_pool() -> None:
+    """Back to a blank slab disk: what a fresh node has."""
+    for point in node.slab_mounts():
+        _sh("umount", point, check=False)
+    _sh("vgremove", "--force", "--force", "--yes", node.VOLUME_GROUP, check=False)
+    _sh("pvremove", "--force", "--force", "--yes", SCRATCH, check=False)
+    _sh("wipefs", "--all", "--quiet", SCRATCH)
+    _sh("rm", "-rf", f"{node.KUBELET_ROOT}/pods", "/run/ax-vol-plugin", node.LOG_FILE)
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
+
+
+@pytest.fixture
+def kubelet(request):
+    if request.node.get_closest_marker("after_reboot") is None:
+        wipe_pool()
+    return node.Kubelet()
+
+
+def pytest_collection_modifyitems(config, items):
+    # The reboot's first half leaves pods running; it must be the last thing before power-off.
+    items.sort(key=lambda item: item.get_closest_marker("reboot_before") is not None)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "reboot_before: first half of a reboot scenario (runs last)")
+    config.addinivalue_line("markers", "after_reboot: runs in the second boot, on the same disks")

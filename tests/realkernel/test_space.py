@@ -1,0 +1,88 @@
+"""Space in the volume group: eviction, exhaustion, and the usage rule (behaviours 3, 4, 10)."""
+
+import time
+
+from . import node
+from .conftest import CONFIG_PATH, SCRATCH
+from .node import Pod, check_pool, fill, slab_at, slabs
+
+MIB = 1 << 20
+
+
+def release_in_order(kubelet, pods):
+    names = []
+    for pod in pods:
+        assert kubelet.mount(pod).ok
+        names.append(slab_at(pod))
+    for pod in pods:
+        assert kubelet.unmount(pod).ok
+        time.sleep(1.05)  # release times are whole seconds
+    return names
+
+
+def test_eviction_takes_least_recently_used_slabs_and_only_as_many_as_needed(kubelet):
+    names = release_in_order(kubelet, [Pod(size_mb=384) for _ in range(4)])
+    free_mb = node.volume_group_free_bytes() // MIB
+    # More than the free space plus one slab, no more than free space plus two.
+    big = Pod(size_mb=free_mb + 2 * 384 - 8)
+    reply = kubelet.mount(big)
+    assert reply.ok, reply.message
+    remaining = slabs()
+    assert names[0] not in remaining and names[1] not in remaining
+    assert remaining[names[2]].state == "free" and remaining[names[3]].state == "free"
+    assert node.log_lines()[-1]["evicted"] == names[:2]
+    check_pool(running=[big])
+
+
+def test_when_nothing_can_make_room_nothing_is_evicted_and_kubelet_retries(kubelet):
+    holder = Pod(size_mb=1024)
+    assert kubelet.mount(holder).ok
+    (cached,) = release_in_order(kubelet, [Pod(size_mb=256)])
+    before = slabs()
+    free_mb = node.volume_group_free_bytes() // MIB
+    waiting = Pod(size_mb=free_mb + 256 + 64)
+    reply = kubelet.mount(waiting)
+    assert reply.status == "Failure"
+    assert f"needs {waiting.size_mb} MiB" in reply.message and f"{free_mb} MiB free" in reply.message
+    assert slabs() == before, "a failed mount must not evict or create anything"
+    # The pod holding the big slab ends; kubelet's next retry gets room.
+    assert kubelet.unmount(holder).ok
+    assert kubelet.mount(waiting).ok
+    assert cached not in slabs()
+    check_pool(running=[waiting])
+
+
+def test_a_slab_more_than_half_full_is_deleted_at_unmount(kubelet):
+    full, light = Pod(size_mb=256), Pod(size_mb=256)
+    assert kubelet.mount(full).ok and kubelet.mount(light).ok
+    fill(full, 0.7)
+    fill(light, 0.3)
+    full_slab, light_slab = slab_at(full), slab_at(light)
+    assert kubelet.unmount(full).ok and kubelet.unmount(light).ok
+    assert full_slab not in slabs()
+    assert slabs()[light_slab].state == "free"
+    lines = node.log_lines()[-2:]
+    assert lines[0]["decision"] == "deleted slab" and 0.65 < lines[0]["usage"] < 0.8
+    assert lines[1]["decision"] == "kept slab" and 0.25 < lines[1]["usage"] < 0.35
+    # The next pod after the deleted one starts cold on a fresh slab, not on a full one.
+    check_pool()
+
+
+def test_the_threshold_comes_from_the_config_file(kubelet):
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\nusage_threshold = 0.2\n")
+    pod = Pod(size_mb=256)
+    assert kubelet.mount(pod).ok
+    fill(pod, 0.3)
+    name = slab_at(pod)
+    assert kubelet.unmount(pod).ok
+    assert name not in slabs()
+
+
+def test_an_admin_may_remove_a_free_slab_or_grow_the_pool_without_telling_the_driver(kubelet):
+    (name,) = release_in_order(kubelet, [Pod(size_mb=128)])
+    node.run("lvremove", "--yes", f"{node.VOLUME_GROUP}/{name}")
+    pod = Pod(size_mb=128)
+    assert kubelet.mount(pod).ok
+    assert slab_at(pod) != name
+    check_pool(running=[pod])

@@ -1,0 +1,136 @@
+"""Boot a throw-away VM on a real kernel and run one command in it.
+
+The host kernel has no device-mapper, so everything that touches LVM, filesystems or mounts runs
+in a guest: Debian's kernel under qemu (software emulation; nested KVM hangs on these machines),
+booted by virtme-ng. The guest sees the host's root read-only, with throw-away overlays on /etc,
+/usr, /var, /tmp; the only devices it can write are the blank sparse disk images made here, and
+the only way out is the results dir.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from typing import Dict, List, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GUEST_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+MIB = 1 << 20
+
+
+def kernel() -> str:
+    candidates = sorted(glob.glob("/boot/vmlinuz-*"))
+    if not candidates:
+        sys.exit("no kernel in /boot: run `make deps` (installs linux-image-amd64)")
+    return candidates[-1]
+
+
+def host_path() -> str:
+    # vng runs virtme-run by name: the venv's bin dir must be on PATH, activated or not.
+    return os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+def vng() -> str:
+    found = shutil.which("vng", path=host_path())
+    if not found:
+        sys.exit("vng not found: run `make deps` (installs virtme-ng into .venv)")
+    return found
+
+
+def make_disks(workdir: str, sizes_mb: Dict[str, int]) -> Dict[str, str]:
+    """Blank sparse images. Their exact sizes go into the manifest, so that the guest suite can
+    check that the device it is about to wipe is one of these and not anything else."""
+    paths = {}
+    for name, size_mb in sizes_mb.items():
+        path = os.path.join(workdir, f"{name}.img")
+        with open(path, "wb") as image:
+            image.truncate(size_mb * MIB)
+        paths[name] = path
+    return paths
+
+
+def boot(
+    command: Sequence[str],
+    workdir: str,
+    disks: Dict[str, str],
+    *,
+    memory: str = "2G",
+    cpus: int = 2,
+    timeout_s: float = 3000,
+    env: Dict[str, str] = None,
+) -> int:
+    """Run `command` in a fresh guest with `disks` attached in order (vda, vdb, ...).
+    Returns the command's exit code inside the guest."""
+    workdir = os.path.abspath(workdir)
+    names = list(disks)
+    manifest = {
+        "disks": {
+            f"/dev/vd{chr(ord('a') + i)}": {"name": name, "bytes": os.path.getsize(disks[name])}
+            for i, name in enumerate(names)
+        },
+        "results": workdir,
+    }
+    manifest_path = os.path.join(workdir, "manifest.json")
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle, indent=1)
+    rc_path = os.path.join(workdir, "guest.rc")
+    if os.path.exists(rc_path):
+        os.unlink(rc_path)
+    exports = {
+        "AX_VM_MANIFEST": manifest_path,
+        "PATH": GUEST_PATH,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    script = os.path.join(workdir, "guest.sh")
+    with open(script, "w") as handle:
+        handle.write("#!/bin/sh\n")
+        for key, value in exports.items():
+            handle.write(f"export {key}={shlex.quote(value)}\n")
+        # A node's boot: the modules a CI node loads for LVM, its filesystems and overlay2.
+        handle.write("for m in dm-mod dm-snapshot ext4 xfs overlay loop; do modprobe $m 2>/dev/null; done\n")
+        handle.write(f"cd {shlex.quote(REPO)}\n")
+        handle.write(f"{shlex.join(command)}\n")
+        handle.write(f"echo $? > {shlex.quote(rc_path)}\n")
+    os.chmod(script, 0o755)
+    argv = [vng(), "--disable-kvm", "-r", kernel(), "--memory", memory, "--cpus", str(cpus), "--rwdir", workdir]
+    for name in names:
+        argv += ["--disk", disks[name]]
+    argv += ["--exec", script]
+    try:
+        subprocess.run(argv, timeout=timeout_s, stdin=subprocess.DEVNULL, check=False, env={**os.environ, "PATH": host_path()})
+    except subprocess.TimeoutExpired:
+        print(f"vm: guest did not finish within {timeout_s:.0f} s", file=sys.stderr)
+        return 124
+    try:
+        with open(rc_path) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        print("vm: the guest ended without reporting an exit code (kernel panic or crash?)", file=sys.stderr)
+        return 125
+
+
+def main(argv: List[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--disk", action="append", default=[], metavar="NAME:MiB")
+    parser.add_argument("command", nargs="+")
+    args = parser.parse_args(argv)
+    os.makedirs(args.workdir, exist_ok=True)
+    sizes = {}
+    for spec in args.disk:
+        name, _, size = spec.partition(":")
+        sizes[name] = int(size)
+    return boot(args.command, args.workdir, make_disks(args.workdir, sizes))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
