@@ -1,0 +1,41 @@
+# make demo   boot a real kernel, install the driver, play kubelet for a series of pods
+# make test   unit tests, then the real-kernel suite (two VM boots, ~10 minutes)
+# make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv
+
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace
+STAMP   := $(VENV)/.deps-installed
+
+.PHONY: deps build test unit realkernel lint demo clean
+
+$(STAMP): requirements-test.txt
+	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
+	    ! command -v lvcreate >/dev/null || ! command -v mkfs.xfs >/dev/null || ! command -v strace >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PKGS); \
+	fi
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+deps: $(STAMP)
+
+build:
+	packaging/build
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check flexdriver tests
+
+unit: $(STAMP)
+	$(PYTHON) -m pytest tests/unit -q
+
+realkernel: $(STAMP) build
+	$(PYTHON) -m tests.vm.realkernel_suite
+
+test: lint unit realkernel
+
+demo: $(STAMP) build
+	$(PYTHON) -m tests.vm.demo
+
+clean:
+	rm -rf dist .vm
