@@ -35,7 +35,7 @@ realkernel: $(STAMP) build
 test: lint unit realkernel
 
 demo: $(STAMP) build
-	$(PYTHON) -m tests.vm.demo
+	$(PYTHON) -m demo.run
 
 clean:
 	rm -rf dist .vm

@@ -44,8 +44,10 @@ def record(job: str, verb: str, reply) -> None:
         (e for e in reversed(node.log_lines()) if e.get("pod") == job_uid[job] and e.get("verb") == verb), {}
     )
     slab, decision = line.get("slab", "-"), line.get("decision", reply.message[:34])
+    if line.get("evicted"):
+        decision += ", evicted " + " ".join(line["evicted"])
     rows.append((job, verb, reply.status, slab, decision, reply.seconds))
-    print(f"  {job:<9} {verb:<8} {reply.status:<8} {slab:<18} {decision[:34]:<34} {reply.seconds:6.2f} s", flush=True)
+    print(f"  {job:<9} {verb:<8} {reply.status:<8} {slab:<18} {decision:<34} {reply.seconds:6.2f} s", flush=True)
 
 
 job_uid = {}

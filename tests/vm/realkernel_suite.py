@@ -58,7 +58,7 @@ def main(argv) -> int:
     passed = sum(r[1] for r in results)
     failed = sum(r[2] for r in results)
     bad = any(r[0] != 0 for r in results)
-    print(f"real-kernel suite: {passed} passed, {failed} failed")
+    print(f"real-kernel: {passed} passed, {failed} failed")
     return 1 if bad or failed else 0
 
 
