@@ -4,14 +4,16 @@
 
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
-APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace
+APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace \
+            docker.io apparmor busybox-static
 STAMP   := $(VENV)/.deps-installed
 
 .PHONY: deps build test unit realkernel lint demo clean
 
 $(STAMP): requirements-test.txt
 	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
-	    ! command -v lvcreate >/dev/null || ! command -v mkfs.xfs >/dev/null || ! command -v strace >/dev/null; then \
+	    ! command -v lvcreate >/dev/null || ! command -v mkfs.xfs >/dev/null || ! command -v strace >/dev/null || \
+	    ! command -v dockerd >/dev/null || ! command -v apparmor_parser >/dev/null || ! test -x /bin/busybox; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PKGS); \
 	fi
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -27,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check flexdriver tests
 
 unit: $(STAMP)
-	$(PYTHON) -m pytest tests/unit -q
+	$(PYTHON) -m pytest tests/unit tests/examples -q
 
 realkernel: $(STAMP) build
 	$(PYTHON) -m tests.vm.realkernel_suite

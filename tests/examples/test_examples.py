@@ -1,0 +1,77 @@
+"""The pod specs in examples/ are valid, use the driver correctly, and pass its own option parser."""
+
+import glob
+import json
+import os
+
+import pytest
+import yaml
+
+from flexdriver.options import parse_mount
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = sorted(glob.glob(os.path.join(REPO, "examples", "*.yaml")))
+
+
+def pod_spec(document):
+    return document["spec"]["template"]["spec"] if document["kind"] == "Job" else document["spec"]
+
+
+def flex_volumes(spec):
+    return [v for v in spec["volumes"] if "flexVolume" in v]
+
+
+def kubelet_options(volume, uid="2b8e6f0c-1d2a-4c3b-9e8f-0a1b2c3d4e5f"):
+    """The JSON kubelet would pass to mount: its own keys, then the spec's options merged last."""
+    flex = volume["flexVolume"]
+    options = {
+        "kubernetes.io/fsType": flex.get("fsType", ""),
+        "kubernetes.io/readwrite": "ro" if flex.get("readOnly") else "rw",
+        "kubernetes.io/pvOrVolumeName": volume["name"],
+        "kubernetes.io/pod.uid": uid,
+        **flex.get("options", {}),
+    }
+    return json.dumps(options)
+
+
+def test_there_are_examples():
+    names = {os.path.basename(p) for p in EXAMPLES}
+    assert {"dind-pod.yaml", "dind-pod-xfs.yaml", "ci-runner-job.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+def test_example_uses_the_driver_with_options_it_accepts(path):
+    with open(path) as handle:
+        (document,) = list(yaml.safe_load_all(handle))
+    spec = pod_spec(document)
+    (volume,) = flex_volumes(spec)
+    flex = volume["flexVolume"]
+    assert flex["driver"] == "ax/vol_plugin"
+    assert all(isinstance(v, str) for v in flex["options"].values()), "FlexVolume options are strings"
+    uid = "2b8e6f0c-1d2a-4c3b-9e8f-0a1b2c3d4e5f"
+    mount_dir = f"/var/lib/kubelet/pods/{uid}/volumes/ax~vol_plugin/{volume['name']}"
+    request = parse_mount(mount_dir, kubelet_options(volume, uid), default_size_mb=10240)
+    assert request.fs_type == (flex.get("fsType") or "ext4")
+    assert request.size_mb == int(flex["options"]["size_mb"])
+    assert request.pod_uid == uid
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+def test_only_the_daemon_is_privileged_and_it_owns_the_slab(path):
+    with open(path) as handle:
+        (document,) = list(yaml.safe_load_all(handle))
+    spec = pod_spec(document)
+    (volume,) = flex_volumes(spec)
+    privileged = [c for c in spec["containers"] if c.get("securityContext", {}).get("privileged")]
+    assert [c["name"] for c in privileged] == ["dind"]
+    (daemon,) = privileged
+    mounts = {m["name"]: m["mountPath"] for m in daemon.get("volumeMounts", [])}
+    assert mounts[volume["name"]] == "/var/lib/docker"
+    # No other container may mount the graph storage: one dockerd per /var/lib/docker.
+    others = [c for c in spec["containers"] if c is not daemon]
+    assert all(volume["name"] not in {m["name"] for m in c.get("volumeMounts", [])} for c in others)
+    # The daemon listens on the pod's loopback only; clients reach it through localhost.
+    assert any(a.startswith("--host=tcp://127.0.0.1:") for a in daemon.get("args", []))
+    for client in others:
+        env = {e["name"]: e.get("value") for e in client.get("env", [])}
+        assert env.get("DOCKER_HOST", "").startswith("tcp://localhost:")
