@@ -17,8 +17,13 @@ def pod_spec(document):
     return document["spec"]["template"]["spec"] if document["kind"] == "Job" else document["spec"]
 
 
-def flex_volumes(spec):
-    return [v for v in spec["volumes"] if "flexVolume" in v]
+def load(path):
+    """The example's pod spec and its one flexVolume."""
+    with open(path) as handle:
+        (document,) = list(yaml.safe_load_all(handle))
+    spec = pod_spec(document)
+    (volume,) = [v for v in spec["volumes"] if "flexVolume" in v]
+    return spec, volume
 
 
 def kubelet_options(volume, uid="2b8e6f0c-1d2a-4c3b-9e8f-0a1b2c3d4e5f"):
@@ -41,10 +46,7 @@ def test_there_are_examples():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_example_uses_the_driver_with_options_it_accepts(path):
-    with open(path) as handle:
-        (document,) = list(yaml.safe_load_all(handle))
-    spec = pod_spec(document)
-    (volume,) = flex_volumes(spec)
+    _, volume = load(path)
     flex = volume["flexVolume"]
     assert flex["driver"] == "ax/vol_plugin"
     assert all(isinstance(v, str) for v in flex["options"].values()), "FlexVolume options are strings"
@@ -58,10 +60,7 @@ def test_example_uses_the_driver_with_options_it_accepts(path):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_only_the_daemon_is_privileged_and_it_owns_the_slab(path):
-    with open(path) as handle:
-        (document,) = list(yaml.safe_load_all(handle))
-    spec = pod_spec(document)
-    (volume,) = flex_volumes(spec)
+    spec, volume = load(path)
     privileged = [c for c in spec["containers"] if c.get("securityContext", {}).get("privileged")]
     assert [c["name"] for c in privileged] == ["dind"]
     (daemon,) = privileged
