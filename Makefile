@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check flexdriver tests
 
 unit: $(STAMP)
-	$(PYTHON) -m pytest tests/unit tests/examples -q
+	$(PYTHON) -m pytest tests/unit tests/examples tests/packaging -q
 
 realkernel: $(STAMP) build
 	$(PYTHON) -m tests.vm.realkernel_suite

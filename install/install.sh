@@ -27,8 +27,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-[ -f "$driver" ] || die "driver $driver not found (build it with packaging/build)"
 case "$plugin_dir" in /*) ;; *) die "--plugin-dir must be an absolute path, got $plugin_dir" ;; esac
+[ -f "$driver" ] || die "driver $driver not found (build it with packaging/build)"
 
 target_dir="$plugin_dir/ax~vol_plugin"
 mkdir -p "$target_dir"

@@ -1,0 +1,88 @@
+"""dist/vol_plugin is one self-contained file that runs on a node's python3 (3.9 or newer) with
+nothing installed, and install/install.sh puts it in place atomically."""
+
+import ast
+import glob
+import json
+import os
+import subprocess
+import zipfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+INIT = {"status": "Success", "capabilities": {"attach": False, "fsGroup": False}}
+# The node's interpreter, plus any 3.9 (the oldest supported) this machine has.
+PYTHONS = ["/usr/bin/python3"] + sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9"))
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist") / "vol_plugin"
+    subprocess.run([f"{REPO}/packaging/build", "--out", str(out)], check=True, capture_output=True)
+    return str(out)
+
+
+def test_every_module_is_python_3_9_syntax():
+    for path in glob.glob(f"{REPO}/flexdriver/**/*.py", recursive=True):
+        with open(path) as handle:
+            ast.parse(handle.read(), filename=path, feature_version=(3, 9))
+
+
+def test_dist_is_one_executable_zip_of_sources_only(dist):
+    assert os.access(dist, os.X_OK)
+    with open(dist, "rb") as handle:
+        assert handle.readline() == b"#!/usr/bin/env -S python3 -I -S\n"
+    names = zipfile.ZipFile(dist).namelist()
+    assert "__main__.py" in names and "flexdriver/driver.py" in names
+    assert all(name.endswith(".py") or name.endswith("/") for name in names), names
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_dist_runs_isolated_with_no_home_and_no_packages(dist, python, tmp_path):
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # no HOME, nothing else
+    init = subprocess.run([python, "-I", "-S", dist, "init"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert json.loads(init.stdout) == INIT and init.stderr == "" and init.returncode == 0
+    config = tmp_path / "c.conf"
+    config.write_text(f"[vol_plugin]\nlog_file = {tmp_path}/log\nrun_dir = {tmp_path}/run\n")
+    bad = subprocess.run(
+        [python, "-I", "-S", dist, "mount", str(tmp_path), '{"size_mb": "64; touch /tmp/x"}'],
+        capture_output=True, text=True, env={**env, "AX_VOL_PLUGIN_CONFIG": str(config)}, cwd="/",
+    )
+    assert bad.stderr == "" and bad.returncode == 1
+    assert json.loads(bad.stdout)["status"] == "Failure"
+    assert json.loads((tmp_path / "log").read_text())["reason"] == "bad_request"
+
+
+def install(*args):
+    return subprocess.run([f"{REPO}/install/install.sh", *args], capture_output=True, text=True)
+
+
+def test_install_puts_the_driver_in_place_and_nothing_else(dist, tmp_path):
+    result = install("--plugin-dir", str(tmp_path), "--driver", dist)
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "ax~vol_plugin"
+    assert os.listdir(target) == ["vol_plugin"]
+    assert (target / "vol_plugin").read_bytes() == open(dist, "rb").read()
+    assert os.access(target / "vol_plugin", os.X_OK)
+    again = install("--plugin-dir", str(tmp_path), "--driver", dist)  # an upgrade in place
+    assert again.returncode == 0 and os.listdir(target) == ["vol_plugin"]
+
+
+def test_install_refuses_a_driver_that_cannot_answer_init(tmp_path):
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho 'Traceback: nope'\nexit 1\n")
+    broken.chmod(0o755)
+    plugin_dir = tmp_path / "plugins"
+    result = install("--plugin-dir", str(plugin_dir), "--driver", str(broken))
+    assert result.returncode != 0 and "init" in result.stderr
+    assert os.listdir(plugin_dir / "ax~vol_plugin") == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--plugin-dir", "relative"], "absolute"), (["--driver", "/nonexistent"], "not found"), (["--bogus"], "unknown")],
+)
+def test_install_explains_bad_arguments(args, message):
+    result = install(*args)
+    assert result.returncode != 0 and message in result.stderr
