@@ -2,8 +2,8 @@
 
 Kubelet reads stdout and stderr together and parses the whole of it as one JSON object, so
 before anything else runs, fds 1 and 2 are pointed at an in-memory file. Whatever ends up
-there (a Python warning, a traceback, a library's print) goes to the call log, and the
-response is written to the saved original stdout, alone.
+there (a Python warning, a traceback, a library's print) is kept in the log line of a mount,
+an unmount or a failed call, and the response is written to the saved original stdout, alone.
 """
 
 from __future__ import annotations
@@ -87,12 +87,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     if stray:
         record.note(stray_output=stray[-4000:])
     if argv[:1] in (["mount"], ["unmount"]) or "reason" in record.fields:
-        from .config import Config
-
-        log_file = (config or Config()).log_file
+        log_file = (config or _config_for_log()).log_file
         journal.append(log_file, record.line(str(response["status"]), str(response.get("message", ""))))
     _write_all(kubelet_out, json.dumps(response).encode())
     return 1 if response["status"] == FAILURE else 0
+
+
+def _config_for_log():
+    """The configured log file even for calls that failed before loading the config; the
+    built-in default when the config itself is what is broken."""
+    from . import config
+
+    try:
+        return config.load()
+    except config.ConfigError:
+        return config.Config()
 
 
 def _capture_stdio() -> int:

@@ -19,12 +19,12 @@ ANONYMOUS = "ax-anonymous"
 VOLUME_TYPES = (GRAPH, ANONYMOUS)
 FS_TYPES = ("ext4", "xfs")
 
-# One MiB short of 1 PiB: larger than any disk this runs on, small enough that arithmetic on it
-# never surprises; the real limit (the volume group's size) is checked later.
+# 1 PiB: larger than any disk this runs on, small enough that arithmetic on it never
+# surprises; the real limit (the volume group's size) is checked later.
 MAX_SIZE_MB = 1 << 30
 _SIZE = re.compile(r"[1-9][0-9]{0,9}")
 _POD_UID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-MAX_DIR_LEN = 700  # the dir is kept base64-encoded in a 1024-character LVM tag
+MAX_DIR_BYTES = 700  # base64 of the dir's UTF-8 bytes must fit in a 1024-character LVM tag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +42,16 @@ def parse_mount_dir(raw: str) -> str:
         raise BadRequest("mount dir must be a non-empty path")
     if not raw.startswith("/"):
         raise BadRequest(f"mount dir must be an absolute path, got {raw!r}")
-    path = os.path.normpath(raw)
+    # normpath keeps POSIX's two leading slashes ("//x"); one is what the mount table shows.
+    path = "/" + os.path.normpath(raw).lstrip("/")
     if path == "/":
         raise BadRequest("mount dir must not be /")
-    if len(path) > MAX_DIR_LEN:
-        raise BadRequest(f"mount dir is longer than {MAX_DIR_LEN} characters")
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadRequest("mount dir must be valid UTF-8") from None
+    if size > MAX_DIR_BYTES:
+        raise BadRequest(f"mount dir is longer than {MAX_DIR_BYTES} bytes")
     return path
 
 

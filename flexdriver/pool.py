@@ -83,7 +83,8 @@ def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None,
     for tag in tags:
         key, sep, value = tag.partition("=")
         if sep:
-            values[key] = value
+            if values.setdefault(key, value) != value:
+                return None  # two values for one key (say, two states): not ours to guess
     try:
         state = State(values["ax.state"])
         kind = Kind(values["ax.type"])
@@ -254,7 +255,7 @@ def plan_mount(pool: Pool, want: Want, facts: Facts) -> MountPlan:
             f"no room for a {want.size_mb} MiB slab in volume group {pool.volume_group}: "
             f"needs {size_bytes // MIB} MiB, {pool.vg_free_bytes // MIB} MiB free "
             f"and {held // MIB} MiB more in {len(evicted)} free slab(s); "
-            f"the rest is in use by pods, so nothing was evicted (kubelet will retry)"
+            f"nothing else can be reclaimed now, so nothing was evicted (kubelet will retry)"
         )
     return MountPlan(Action.CREATE, remove=tuple(garbage) + tuple(evicted), evicted=tuple(evicted), size_bytes=size_bytes)
 

@@ -46,7 +46,7 @@ def _wait(fd: int, timeout_s: float) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
     except _Expired:
-        raise Busy(f"the node lock was held by another call for more than {timeout_s:.0f} s; retry") from None
+        raise Busy(f"the node lock was held by another call for more than {timeout_s:g} s; retry") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -90,7 +90,7 @@ class Runner:
             out, err = proc.communicate()
             result = Completed(full, -9, _text(out), _text(err), time.monotonic() - started)
             self.history.append(result)
-            raise CommandTimedOut(full, -9, result.stderr, f"no answer after {timeout:.0f} s") from None
+            raise CommandTimedOut(full, -9, result.stderr, f"no answer after {timeout:g} s") from None
         result = Completed(full, proc.returncode, _text(out), _text(err), time.monotonic() - started)
         self.history.append(result)
         if proc.returncode not in ok_codes:
