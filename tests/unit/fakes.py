@@ -1,0 +1,46 @@
+"""Test doubles shared by the unit tests."""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple, Union
+
+from flexdriver.errors import CommandFailed
+from flexdriver.system.runner import Completed
+
+Answer = Union[Completed, BaseException]
+
+
+class FakeRunner:
+    """Stands in for system.runner.Runner: records every argv, runs nothing.
+
+    Answers come from canned replies matched by argv prefix (the most recent match wins);
+    an argv nobody prepared for succeeds with empty output.
+    """
+
+    def __init__(self) -> None:
+        self.calls: List[List[str]] = []
+        self.timeouts: List[float] = []
+        self._replies: List[Tuple[List[str], Answer]] = []
+
+    def reply(self, prefix: Sequence[str], stdout: str = "", returncode: int = 0, stderr: str = "") -> None:
+        self._replies.append((list(prefix), Completed(list(prefix), returncode, stdout, stderr, 0.0)))
+
+    def fail(self, prefix: Sequence[str], returncode: int = 5, stderr: str = "something went wrong") -> None:
+        self._replies.append((list(prefix), CommandFailed(list(prefix), returncode, stderr)))
+
+    def run(self, argv: Sequence[str], *, timeout: float = 120.0, ok_codes: Sequence[int] = (0,)) -> Completed:
+        argv = list(argv)
+        self.calls.append(argv)
+        self.timeouts.append(timeout)
+        for prefix, answer in reversed(self._replies):
+            if argv[: len(prefix)] != prefix:
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
+            if answer.returncode not in ok_codes:
+                raise CommandFailed(argv, answer.returncode, answer.stderr)
+            return Completed(argv, answer.returncode, answer.stdout, answer.stderr, 0.0)
+        return Completed(argv, 0, "", "", 0.0)
+
+    def programs(self) -> List[str]:
+        return [argv[0] for argv in self.calls]

@@ -1,0 +1,164 @@
+"""system/lvm.py: exact LVM command lines and report parsing, with a fake runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flexdriver.errors import CommandFailed
+from flexdriver.system.lvm import LVM, LogicalVolume, VolumeGroupReport, dm_path
+
+from ..fakes import FakeRunner
+
+REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
+LVS = ["lvs", *REPORT, "-o",
+       "vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor", "vg-ax"]
+VGS_FIELDS = ["vgs", *REPORT, "-o", "vg_name,vg_size,vg_free,vg_extent_size", "vg-ax"]
+VGS_NAMES = ["vgs", *REPORT, "-o", "vg_name"]
+
+LVS_JSON = json.dumps({"report": [{"lv": [
+    {"vg_name": "vg-ax", "vg_size": "8585740288", "vg_free": "7511998464", "vg_extent_size": "4194304",
+     "lv_name": "slab-abc", "lv_size": "1073741824",
+     "lv_tags": "ax.fs=ext4,ax.size_mb=1024,ax.slab,ax.state=free,ax.type=graph,ax.released=5",
+     "lv_active": "active", "lv_kernel_major": "253", "lv_kernel_minor": "0"},
+    {"vg_name": "vg-ax", "vg_size": "8585740288", "vg_free": "7511998464", "vg_extent_size": "4194304",
+     "lv_name": "other", "lv_size": "4194304", "lv_tags": "",
+     "lv_active": "", "lv_kernel_major": "-1", "lv_kernel_minor": "-1"},
+]}]})
+EMPTY_LVS_JSON = json.dumps({"report": [{"lv": []}]})
+VGS_JSON = json.dumps({"report": [{"vg": [
+    {"vg_name": "vg-ax", "vg_size": "8585740288", "vg_free": "8585740288", "vg_extent_size": "4194304"},
+]}]})
+
+
+def names_json(*names: str) -> str:
+    return json.dumps({"report": [{"vg": [{"vg_name": n} for n in names]}]})
+
+
+@pytest.fixture
+def runner():
+    return FakeRunner()
+
+
+@pytest.fixture
+def lvm(runner):
+    return LVM(runner, "vg-ax")
+
+
+def test_report_parses_the_volume_group_and_its_volumes(runner, lvm):
+    runner.reply(["lvs"], stdout=LVS_JSON)
+    assert lvm.report() == VolumeGroupReport(
+        name="vg-ax",
+        size_bytes=8585740288,
+        free_bytes=7511998464,
+        extent_bytes=4194304,
+        volumes=(
+            LogicalVolume(
+                name="slab-abc",
+                size_bytes=1073741824,
+                tags=frozenset({"ax.fs=ext4", "ax.size_mb=1024", "ax.slab", "ax.state=free", "ax.type=graph", "ax.released=5"}),
+                active=True,
+                device=(253, 0),
+            ),
+            LogicalVolume(name="other", size_bytes=4194304, tags=frozenset(), active=False, device=None),
+        ),
+    )
+    assert runner.calls == [LVS]
+    assert runner.timeouts == [120.0]
+
+
+def test_report_of_an_empty_volume_group_falls_back_to_vgs(runner, lvm):
+    runner.reply(["lvs"], stdout=EMPTY_LVS_JSON)
+    runner.reply(VGS_FIELDS, stdout=VGS_JSON)
+    assert lvm.report() == VolumeGroupReport("vg-ax", 8585740288, 8585740288, 4194304, ())
+    assert runner.calls == [LVS, VGS_FIELDS]
+
+
+def test_report_is_none_when_the_volume_group_does_not_exist(runner, lvm):
+    runner.fail(["lvs"], stderr='Volume group "vg-ax" not found')
+    runner.reply(VGS_NAMES, stdout=names_json("vg-other", "vg-ax-2"))
+    assert lvm.report() is None
+    assert runner.calls == [LVS, VGS_NAMES]
+
+
+def test_report_reraises_an_lvs_failure_when_the_volume_group_exists(runner, lvm):
+    runner.fail(["lvs"], returncode=5, stderr="metadata is locked")
+    runner.reply(VGS_NAMES, stdout=names_json("vg-ax"))
+    with pytest.raises(CommandFailed, match="metadata is locked"):
+        lvm.report()
+
+
+def test_unreadable_report_is_a_command_failure(runner, lvm):
+    runner.reply(["lvs"], stdout="  WARNING: not JSON at all")
+    with pytest.raises(CommandFailed, match="unreadable LVM JSON report"):
+        lvm.report()
+
+
+def test_volume_group_names(runner, lvm):
+    runner.reply(VGS_NAMES, stdout=names_json("a", "vg-ax"))
+    assert lvm.volume_group_names() == ["a", "vg-ax"]
+    assert runner.calls == [VGS_NAMES]
+
+
+def test_create_volume_group(runner, lvm):
+    lvm.create_volume_group("/dev/xvdz")
+    assert runner.calls == [["vgcreate", "--yes", "vg-ax", "/dev/xvdz"]]
+
+
+def test_create_adds_every_tag_in_sorted_order(runner, lvm):
+    lvm.create("slab-1", 1073741824, ["ax.state=creating", "ax.slab", "ax.fs=xfs"])
+    assert runner.calls == [[
+        "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
+        "--size", "1073741824b", "--name", "slab-1",
+        "--addtag", "ax.fs=xfs", "--addtag", "ax.slab", "--addtag", "ax.state=creating",
+        "vg-ax",
+    ]]
+    assert runner.timeouts == [120.0]
+
+
+def test_retag_swaps_tags_in_one_lvchange(runner, lvm):
+    lvm.retag(
+        "slab-1",
+        add={"ax.state=used", "ax.dir=L2E=", "ax.pod=p"},
+        delete={"ax.state=creating", "ax.creator=b:1:2", "ax.dir=L2E="},
+    )
+    assert runner.calls == [[
+        "lvchange",
+        "--deltag", "ax.creator=b:1:2", "--deltag", "ax.state=creating",
+        "--addtag", "ax.pod=p", "--addtag", "ax.state=used",
+        "vg-ax/slab-1",
+    ]]
+
+
+def test_retag_without_change_runs_nothing(runner, lvm):
+    lvm.retag("slab-1", add={"ax.state=used"}, delete={"ax.state=used"})
+    lvm.retag("slab-1", add=[], delete=[])
+    assert runner.calls == []
+
+
+def test_activate(runner, lvm):
+    lvm.activate("slab-1")
+    assert runner.calls == [["lvchange", "--activate", "y", "vg-ax/slab-1"]]
+
+
+def test_remove_takes_all_names_in_one_call(runner, lvm):
+    lvm.remove(["slab-1", "slab-2"])
+    assert runner.calls == [["lvremove", "--yes", "vg-ax/slab-1", "vg-ax/slab-2"]]
+
+
+def test_remove_of_nothing_runs_nothing(runner, lvm):
+    lvm.remove([])
+    assert runner.calls == []
+
+
+@pytest.mark.parametrize(
+    "vg,lv,expected",
+    [
+        ("vg-ax", "slab-1", "/dev/mapper/vg--ax-slab--1"),
+        ("vg", "lv", "/dev/mapper/vg-lv"),
+        ("a-b-c", "slab-0a1b2c3d4e5f", "/dev/mapper/a--b--c-slab--0a1b2c3d4e5f"),
+    ],
+)
+def test_dm_path(vg, lv, expected):
+    assert dm_path(vg, lv) == expected

@@ -1,0 +1,150 @@
+"""system/runner.py, with real harmless commands (the test's own argv; no LVM, no mounts)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+
+import pytest
+
+from flexdriver.errors import CommandFailed, CommandTimedOut
+from flexdriver.system import runner as runner_module
+from flexdriver.system.runner import CHILD_ENV, Completed, Runner
+
+
+def executable(path, text: str = "#!/bin/sh\necho ran $0\n"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_success_is_a_completed_result():
+    result = Runner().run(["/bin/true"])
+    assert (result.argv, result.returncode, result.stdout, result.stderr) == (["/bin/true"], 0, "", "")
+    assert result.seconds >= 0
+
+
+def test_stdout_and_stderr_are_captured_as_text():
+    result = Runner().run(["/bin/sh", "-c", "echo out; echo err >&2"])
+    assert (result.stdout, result.stderr) == ("out\n", "err\n")
+
+
+def test_failure_carries_argv_exit_code_and_stderr():
+    argv = ["/bin/sh", "-c", "echo first warning >&2; echo x >&2; exit 3"]
+    with pytest.raises(CommandFailed) as caught:
+        Runner().run(argv)
+    err = caught.value
+    assert (err.argv, err.returncode, err.stderr) == (argv, 3, "first warning\nx\n")
+    assert str(err) == f"{' '.join(argv)} failed (exit 3): x"
+    assert err.reason == "command"
+
+
+def test_failure_without_stderr_says_so():
+    with pytest.raises(CommandFailed, match=r"^/bin/false failed \(exit 1\): no message$"):
+        Runner().run(["/bin/false"])
+
+
+def test_ok_codes_accept_other_exit_codes():
+    assert Runner().run(["/bin/false"], ok_codes=(0, 1)).returncode == 1
+
+
+def test_timeout_kills_the_child():
+    started = time.monotonic()
+    with pytest.raises(CommandTimedOut) as caught:
+        Runner().run(["/bin/sleep", "5"], timeout=0.2)
+    assert time.monotonic() - started < 2
+    assert caught.value.argv == ["/bin/sleep", "5"]
+    assert caught.value.returncode == -9
+    assert "no answer after" in str(caught.value)
+    assert caught.value.reason == "timeout"
+    assert isinstance(caught.value, CommandFailed)
+
+
+def test_history_keeps_the_last_twenty_commands_including_failures():
+    runner = Runner()
+    for _ in range(21):
+        runner.run(["/bin/true"])
+    with pytest.raises(CommandFailed):
+        runner.run(["/bin/false"])
+    assert len(runner.history) == 20
+    assert runner.history[-1].argv == ["/bin/false"] and runner.history[-1].returncode == 1
+    assert isinstance(runner.history[0], Completed)
+
+
+def test_resolve_missing_program_is_exit_127(tmp_path):
+    with pytest.raises(CommandFailed) as caught:
+        Runner(search_path=[str(tmp_path)]).resolve("lvs")
+    assert (caught.value.argv, caught.value.returncode) == (["lvs"], 127)
+    assert f"lvs not found in {tmp_path}" in str(caught.value)
+
+
+def test_run_of_a_missing_program_is_exit_127(tmp_path):
+    with pytest.raises(CommandFailed) as caught:
+        Runner(search_path=[str(tmp_path)]).run(["no-such-program", "arg"])
+    assert caught.value.returncode == 127
+
+
+def test_absolute_path_that_cannot_be_run_is_exit_127(tmp_path):
+    with pytest.raises(CommandFailed, match="cannot run") as caught:
+        Runner().run([str(tmp_path / "missing")])
+    assert caught.value.returncode == 127
+
+
+def test_resolve_takes_the_first_executable_in_the_search_path(tmp_path):
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "tool").write_text("not executable")
+    second = executable(tmp_path / "second" / "tool")
+    third = executable(tmp_path / "third" / "tool")
+    runner = Runner(search_path=[str(tmp_path / d) for d in ("first", "second", "third")])
+    assert runner.resolve("tool") == str(second)
+    third.unlink()
+    second.unlink()
+    assert runner.resolve("tool") == str(second)  # resolved once per call
+
+
+def test_run_uses_the_resolved_absolute_path(tmp_path):
+    tool = executable(tmp_path / "bin" / "tool")
+    result = Runner(search_path=[str(tmp_path / "bin")]).run(["tool", "a"])
+    assert result.argv == [str(tool), "a"]
+    assert result.stdout == f"ran {tool}\n"
+
+
+def test_absolute_programs_are_not_searched():
+    assert Runner(search_path=[]).resolve("/bin/true") == "/bin/true"
+
+
+def test_default_search_path_finds_system_programs():
+    path = Runner().resolve("sh")
+    assert os.path.dirname(path) in runner_module.SEARCH_PATH
+    assert os.access(path, os.X_OK)
+
+
+def test_children_get_only_the_fixed_environment(monkeypatch):
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    monkeypatch.setenv("SECRET_FROM_KUBELET", "x")
+    output = Runner().run(["/usr/bin/env"]).stdout
+    assert dict(line.split("=", 1) for line in output.splitlines()) == CHILD_ENV
+    assert CHILD_ENV["LC_ALL"] == "C"
+
+
+def test_children_run_in_root_with_stdin_closed():
+    assert Runner().run(["/bin/sh", "-c", "pwd"]).stdout == "/\n"
+    assert Runner().run(["/bin/cat"], timeout=5).stdout == ""
+
+
+def test_undecodable_output_is_replaced_not_an_error():
+    assert Runner().run(["/bin/sh", "-c", r"printf '\377ok'"]).stdout == "\ufffdok"
+
+
+def test_children_ask_to_die_with_the_driver(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner_module, "_prctl", lambda *args: calls.append(args) or 0)
+    runner_module._die_with_parent()
+    assert calls == [(1, signal.SIGKILL, 0, 0, 0)]
+
+
+def test_prctl_is_found_in_libc():
+    assert runner_module._prctl is not None
