@@ -26,7 +26,7 @@ build:
 	packaging/build
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check flexdriver tests
+	$(VENV)/bin/ruff check flexdriver tests demo
 
 unit: $(STAMP)
 	$(PYTHON) -m pytest tests/unit tests/examples tests/packaging -q
