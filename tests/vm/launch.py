@@ -16,6 +16,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from typing import Dict, List, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -103,10 +105,9 @@ def boot(
     for name in names:
         argv += ["--disk", disks[name]]
     argv += ["--exec", script]
-    try:
-        subprocess.run(argv, timeout=timeout_s, stdin=subprocess.DEVNULL, check=False, env={**os.environ, "PATH": host_path()})
-    except subprocess.TimeoutExpired:
-        print(f"vm: guest did not finish within {timeout_s:.0f} s", file=sys.stderr)
+    console = os.path.join(workdir, f"console-{int(time.time())}.log")
+    if not _relay(argv, console, timeout_s):
+        print(f"vm: guest did not finish within {timeout_s:.0f} s (console: {console})", file=sys.stderr)
         return 124
     try:
         with open(rc_path) as handle:
@@ -114,6 +115,34 @@ def boot(
     except (OSError, ValueError):
         print("vm: the guest ended without reporting an exit code (kernel panic or crash?)", file=sys.stderr)
         return 125
+
+
+# Lines qemu and the guest's shell print on every boot that say nothing about the run.
+_NOISE = ("leaked on", "Image format was not specified", "Automatically detecting the format", "Specify the 'raw' format")
+
+
+def _relay(argv: List[str], console: str, timeout_s: float) -> bool:
+    """Run vng with its console on a pipe: the whole of it goes to `console`, and all but known
+    noise to our stdout. (Given a file as stdout, qemu reopens it and writes from offset 0 over
+    what was there.) Returns False on timeout."""
+    with open(console, "wb") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "PATH": host_path()},
+        )
+        watchdog = threading.Timer(timeout_s, proc.kill)  # a silent hang must end too
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                text = line.decode("utf-8", errors="replace")
+                if not any(marker in text for marker in _NOISE):
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+            proc.wait()
+        finally:
+            watchdog.cancel()
+    return proc.returncode != -9
 
 
 def main(argv: List[str]) -> int:
