@@ -75,8 +75,9 @@ def wipe_pool() -> None:
     for point in node.slab_mounts():
         _sh("umount", point, check=False)
     _sh("vgremove", "--force", "--force", "--yes", node.VOLUME_GROUP, check=False)
-    _sh("pvremove", "--force", "--force", "--yes", SCRATCH, check=False)
-    _sh("wipefs", "--all", "--quiet", SCRATCH)
+    for device in (SCRATCH, SPARE):  # a test may have grown the volume group onto SPARE
+        _sh("pvremove", "--force", "--force", "--yes", device, check=False)
+        _sh("wipefs", "--all", "--quiet", device)
     _sh("rm", "-rf", f"{node.KUBELET_ROOT}/pods", "/run/ax-vol-plugin", node.LOG_FILE)
     with open(CONFIG_PATH, "w") as handle:
         handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")

@@ -127,3 +127,18 @@ def test_anonymous_slabs_live_only_as_long_as_their_pod(kubelet):
     graph = Pod(size_mb=128)
     assert kubelet.mount(graph).ok and read_marker(graph) is None
     check_pool(running=[graph])
+
+
+def test_a_new_slab_on_the_extents_of_a_deleted_one_is_wiped_without_a_prompt(kubelet):
+    old = Pod(size_mb=320, fs_type="xfs")
+    assert kubelet.mount(old).ok
+    write_marker(old, "old data")
+    node.fill(old, 0.7)
+    assert kubelet.unmount(old).ok
+    assert slabs() == {}  # deleted: its xfs signature is still on those extents
+    new = Pod(size_mb=320)
+    reply = kubelet.mount(new)
+    assert reply.ok, reply.message
+    assert next(m for m in node.mounts() if m[0] == new.dir)[2] == "ext4"
+    assert read_marker(new) is None
+    check_pool(running=[new])

@@ -3,7 +3,7 @@
 import time
 
 from . import node
-from .conftest import CONFIG_PATH, SCRATCH
+from .conftest import CONFIG_PATH, SCRATCH, SPARE
 from .node import Pod, check_pool, fill, slab_at, slabs
 
 MIB = 1 << 20
@@ -86,3 +86,15 @@ def test_an_admin_may_remove_a_free_slab_or_grow_the_pool_without_telling_the_dr
     assert kubelet.mount(pod).ok
     assert slab_at(pod) != name
     check_pool(running=[pod])
+
+
+def test_space_an_admin_adds_to_the_volume_group_is_used_without_telling_the_driver(kubelet):
+    holder = Pod(size_mb=1536)
+    assert kubelet.mount(holder).ok
+    free_mb = node.volume_group_free_bytes() // MIB
+    waiting = Pod(size_mb=free_mb + 32)
+    assert kubelet.mount(waiting).status == "Failure"
+    node.run("wipefs", "--all", "--quiet", SPARE)
+    node.run("vgextend", "--yes", node.VOLUME_GROUP, SPARE)
+    assert kubelet.mount(waiting).ok
+    check_pool(running=[holder, waiting])
