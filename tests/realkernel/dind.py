@@ -16,6 +16,7 @@ import time
 from typing import List
 
 DOCKERD = "/usr/sbin/dockerd"
+CONTAINERD = "/usr/bin/containerd"
 DOCKER = "/usr/bin/docker"  # the client that matches Debian's dockerd
 BUSYBOX = "/bin/busybox"
 IMAGE = "ci/toolchain:1"
@@ -49,26 +50,57 @@ class InnerDocker:
         self.socket = f"/tmp/dind-{name}.sock"
         self.exec_root = f"/tmp/dind-{name}-exec"
         self.log = f"/tmp/dind-{name}.log"
+        self.containerd_socket = f"/tmp/dind-{name}-containerd.sock"
+        self.containerd = None
         self.proc = None
 
     def start(self, timeout_s: float = 240) -> float:
+        """Start containerd, then dockerd on it; returns the seconds until the API answered.
+
+        containerd is started here rather than by dockerd because dockerd gives its own child a
+        fixed minute to come up, which a loaded emulated machine can exceed; here the wait is ours.
+        It keeps its root on the slab, where dockerd would have put it."""
         started = time.monotonic()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
+        config = f"{self.exec_root}-containerd.toml"
+        with open(config, "w") as handle:
+            handle.write(
+                "version = 2\n"
+                f'root = "{self.data_root}/containerd/daemon"\n'
+                f'state = "{self.exec_root}/containerd/daemon"\n'
+                'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                f'[grpc]\n  address = "{self.containerd_socket}"\n'
+            )
+        try:
+            self.containerd = self._spawn([CONTAINERD, "--config", config])
+            self._wait(self.containerd, "containerd", lambda: os.path.exists(self.containerd_socket), started, timeout_s)
+            self.proc = self._spawn(
                 [
                     DOCKERD, "--data-root", self.data_root, "--exec-root", self.exec_root,
                     "--pidfile", f"{self.exec_root}.pid", "--host", f"unix://{self.socket}",
+                    "--containerd", self.containerd_socket,
                     "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                ]
             )
+            self._wait(self.proc, "dockerd", lambda: self.docker("version", check=False).returncode == 0, started, timeout_s)
+        except BaseException:
+            self.stop()  # a daemon left running would keep the slab busy for the tests after this one
+            raise
+        return time.monotonic() - started
+
+    def _spawn(self, argv: List[str]) -> subprocess.Popen:
+        with open(self.log, "ab") as log:
+            return subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+    def _wait(self, proc: subprocess.Popen, what: str, ready, started: float, timeout_s: float) -> None:
         while time.monotonic() - started < timeout_s:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"dockerd for {self.name} exited: {self.tail()}")
-            if self.docker("version", check=False).returncode == 0:
-                return time.monotonic() - started
+            if proc.poll() is not None:
+                raise AssertionError(f"{what} for {self.name} exited: {self.tail()}")
+            if ready():
+                return
             time.sleep(0.5)
-        raise AssertionError(f"dockerd for {self.name} not ready after {timeout_s} s: {self.tail()}")
+        raise AssertionError(f"{what} for {self.name} not ready after {timeout_s} s: {self.tail()}")
 
     def docker(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         out = subprocess.run(
@@ -88,15 +120,16 @@ class InnerDocker:
         return self.docker("run", "--rm", "--network", "none", IMAGE, *command).stdout
 
     def stop(self, timeout_s: float = 120) -> None:
-        """What happens when the pod ends: the sidecar's dockerd is stopped before kubelet unmounts."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait()
+        """What happens when the pod ends: the sidecar's daemons are stopped before kubelet unmounts."""
+        for proc in (self.proc, self.containerd):  # dockerd first: it still talks to containerd
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
         # Leftover shims of stopped containers would keep the slab busy.
         subprocess.run(["umount", "-R", self.exec_root], capture_output=True)
 

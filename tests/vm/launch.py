@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -63,7 +64,7 @@ def boot(
     *,
     memory: str = "2G",
     cpus: int = 2,
-    timeout_s: float = 3000,
+    timeout_s: float = 5400,
     env: Dict[str, str] = None,
 ) -> int:
     """Run `command` in a fresh guest with `disks` attached in order (vda, vdb, ...).
@@ -128,9 +129,10 @@ def _relay(argv: List[str], console: str, timeout_s: float) -> bool:
     with open(console, "wb") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "PATH": host_path()},
+            env={**os.environ, "PATH": host_path()}, start_new_session=True,
         )
-        watchdog = threading.Timer(timeout_s, proc.kill)  # a silent hang must end too
+        # A silent hang must end too; the whole group, since qemu is vng's child.
+        watchdog = threading.Timer(timeout_s, os.killpg, (proc.pid, signal.SIGKILL))
         watchdog.start()
         try:
             for line in proc.stdout:

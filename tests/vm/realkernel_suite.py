@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 
 from .launch import REPO, boot, make_disks
 
+NO_TESTS_SELECTED = 5  # pytest's exit status when a selection leaves nothing to run
+
 DISKS_MB = {
     # Sizes are deliberately odd: the guest checks each device's exact size before wiping it.
     "scratch": 2051 + 3,
@@ -50,6 +52,8 @@ def main(argv) -> int:
         started = time.monotonic()
         print(f"=== real kernel: {name} ({selection}) ===", flush=True)
         rc = boot(pytest_in_guest(workdir, name, selection, argv), workdir, disks)
+        if rc == NO_TESTS_SELECTED and argv:
+            rc = 0  # a -k/-m selection of the caller's that has nothing in this boot
         passed, failed, skipped = counts(os.path.join(workdir, f"{name}.xml"))
         print(f"=== {name}: exit {rc}, {passed} passed, {failed} failed, {time.monotonic() - started:.0f} s ===", flush=True)
         results.append((rc, passed, failed, skipped))
