@@ -148,7 +148,7 @@ def test_host_root_install_runs_the_checks_on_the_node_through_nsenter(kubelet, 
                     "--device", "/dev/vda")
         refused = sh(INSTALL, "--host-root", str(host), "--plugin-dir", node.PLUGIN_DIR, "--device", "/dev/nothing")
     finally:
-        node.run("umount", "--recursive", "--lazy", str(host))
+        node.run("umount", "--lazy", str(host))  # detaches the whole tree
     assert result.returncode == 0, result.stderr
     assert open(node.DRIVER, "rb").read() == open(new_build, "rb").read()
     assert "device = /dev/vda" in open(CONFIG_PATH).read() and os.access(ADMIN, os.X_OK)
