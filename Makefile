@@ -5,17 +5,21 @@
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace \
-            docker.io apparmor busybox-static
+            docker.io apparmor busybox-static lintian inotify-tools
 STAMP   := $(VENV)/.deps-installed
 
-.PHONY: deps build test unit realkernel lint demo clean
+.PHONY: deps build deb test unit realkernel lint demo clean
 
 $(STAMP): requirements-test.txt
 	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
 	    ! command -v lvcreate >/dev/null || ! command -v mkfs.xfs >/dev/null || ! command -v strace >/dev/null || \
-	    ! command -v dockerd >/dev/null || ! command -v apparmor_parser >/dev/null || ! test -x /bin/busybox; then \
+	    ! command -v dockerd >/dev/null || ! command -v apparmor_parser >/dev/null || ! test -x /bin/busybox || \
+	    ! command -v lintian >/dev/null || ! command -v inotifywait >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PKGS); \
 	fi
+	@# kubectl (for `kubectl kustomize`): Debian's kubernetes-client, unless the machine has a kubectl already.
+	@command -v kubectl >/dev/null || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubernetes-client; }
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-test.txt
 	touch $@
@@ -24,6 +28,9 @@ deps: $(STAMP)
 
 build:
 	packaging/build
+
+deb:
+	packaging/build-deb
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check flexdriver tests demo

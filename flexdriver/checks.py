@@ -7,6 +7,15 @@ and (when it is not fine) what the admin should do about it.
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
+import sys
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .config import Config
+from .errors import CommandFailed
+from .system import host, lvm
+from .system.runner import Runner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,3 +29,181 @@ class Check:
         mark = "ok " if self.ok else "FAIL"
         text = f"{mark} {self.name}: {self.detail}"
         return text if self.ok or not self.fix else f"{text} -> {self.fix}"
+
+
+# The node's prerequisites. Each check is a pure function of facts (unit-testable with no node);
+# `probe_node` gathers those facts through the system adapters and `prerequisites` joins the two.
+
+LVM_TOOLS = ("lvm", "lvs", "vgs", "pvs", "vgcreate", "lvcreate", "lvchange", "lvremove")
+FS_TOOLS = {"ext4": "mkfs.ext4", "xfs": "mkfs.xfs"}
+FS_PACKAGES = {"ext4": "e2fsprogs", "xfs": "xfsprogs"}
+OTHER_TOOLS = ("blkid", "mount", "umount")
+MIN_PYTHON = (3, 9)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceFacts:
+    path: str
+    exists: bool
+    is_block: bool = False
+    signatures: str = ""  # what blkid -p found; '' when blank
+    volume_group: str = ""  # the VG the device is a physical volume of, if any
+    error: str = ""  # why it could not be looked at
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeFacts:
+    tools: Mapping[str, Optional[str]]  # program -> absolute path, None when missing
+    proc_misc: str  # /proc/misc ('' when unreadable)
+    dm_class_dir: bool  # /sys/class/misc/device-mapper exists
+    dm_loadable: bool  # modprobe --dry-run dm_mod succeeded
+    python_version: Tuple[int, ...]
+    python_path: str
+    device: DeviceFacts
+    volume_group: str  # the configured one
+
+
+def lvm_tools(tools: Mapping[str, Optional[str]]) -> Check:
+    missing = [name for name in LVM_TOOLS if not tools.get(name)]
+    if missing:
+        return Check("lvm2 tools", False, f"not found: {', '.join(missing)}", "install the lvm2 package")
+    return Check("lvm2 tools", True, f"found in {os.path.dirname(tools['lvcreate'] or '')}")
+
+
+def filesystem_tools(tools: Mapping[str, Optional[str]]) -> List[Check]:
+    checks = []
+    for fs, program in FS_TOOLS.items():
+        path = tools.get(program)
+        name = f"mkfs for {fs}"
+        if path:
+            checks.append(Check(name, True, path))
+        else:
+            checks.append(Check(name, False, f"{program} not found", f"install the {FS_PACKAGES[fs]} package"))
+    return checks
+
+
+def other_tools(tools: Mapping[str, Optional[str]]) -> Check:
+    missing = [name for name in OTHER_TOOLS if not tools.get(name)]
+    if missing:
+        return Check("util-linux tools", False, f"not found: {', '.join(missing)}", "install util-linux")
+    return Check("util-linux tools", True, ", ".join(OTHER_TOOLS))
+
+
+def device_mapper(proc_misc: str, class_dir: bool, loadable: bool) -> Check:
+    listed = any(line.split()[1:] == ["device-mapper"] for line in proc_misc.splitlines())
+    if listed or class_dir:
+        return Check("device-mapper", True, "in the running kernel")
+    if loadable:
+        # LVM loads dm_mod itself on first use, so a loadable module is enough.
+        return Check("device-mapper", True, "not loaded yet, module dm_mod is available")
+    return Check(
+        "device-mapper", False, "not in the running kernel and no dm_mod module to load",
+        "boot a kernel with CONFIG_BLK_DEV_DM (or install its modules package)",
+    )
+
+
+def python3(version: Sequence[int], path: str) -> Check:
+    shown = ".".join(str(part) for part in version[:3])
+    if tuple(version[:2]) < MIN_PYTHON:
+        need = ".".join(map(str, MIN_PYTHON))
+        return Check("python3", False, f"{path} is {shown}, the driver needs {need} or newer", f"install python3 >= {need}")
+    return Check("python3", True, f"{path} {shown}")
+
+
+def device(facts: DeviceFacts, volume_group: str) -> Check:
+    name = "slab device"
+    if facts.error:
+        return Check(name, False, f"{facts.path}: {facts.error}", "check the device, or set device in the config")
+    if not facts.exists:
+        return Check(name, False, f"{facts.path} does not exist", "attach the disk, or set device in the config (--device)")
+    if not facts.is_block:
+        return Check(name, False, f"{facts.path} is not a block device", "set device to a whole disk or partition")
+    if facts.volume_group == volume_group:
+        return Check(name, True, f"{facts.path} already holds volume group {volume_group}")
+    if facts.volume_group:
+        return Check(
+            name, False, f"{facts.path} belongs to another volume group, {facts.volume_group}",
+            f"use another device, or set volume_group = {facts.volume_group} if it is meant for slabs",
+        )
+    if facts.signatures:
+        return Check(
+            name, False, f"{facts.path} is not blank: {facts.signatures}",
+            f"use a blank disk; only if its data may go: wipefs --all {facts.path}",
+        )
+    return Check(name, True, f"{facts.path} is blank; volume group {volume_group} is made on it at the first mount")
+
+
+def evaluate(facts: NodeFacts) -> List[Check]:
+    return [
+        lvm_tools(facts.tools),
+        *filesystem_tools(facts.tools),
+        other_tools(facts.tools),
+        device_mapper(facts.proc_misc, facts.dm_class_dir, facts.dm_loadable),
+        python3(facts.python_version, facts.python_path),
+        device(facts.device, facts.volume_group),
+    ]
+
+
+def probe_node(config: Config, runner: Runner) -> NodeFacts:
+    tools: Dict[str, Optional[str]] = {}
+    for program in (*LVM_TOOLS, *FS_TOOLS.values(), *OTHER_TOOLS, "modprobe"):
+        try:
+            tools[program] = runner.resolve(program)
+        except CommandFailed:
+            tools[program] = None
+    return NodeFacts(
+        tools=tools,
+        proc_misc=_read("/proc/misc"),
+        dm_class_dir=os.path.isdir("/sys/class/misc/device-mapper"),
+        dm_loadable=bool(tools["modprobe"]) and _succeeds(runner, ["modprobe", "--dry-run", "--quiet", "dm_mod"]),
+        python_version=tuple(sys.version_info[:3]),
+        python_path=sys.executable or "python3",
+        device=probe_device(config, runner, lvm_ready=all(tools[name] for name in LVM_TOOLS)),
+        volume_group=config.volume_group,
+    )
+
+
+def probe_device(config: Config, runner: Runner, lvm_ready: bool) -> DeviceFacts:
+    path = config.device
+    kind = file_kind(path)
+    if kind == "missing":
+        return DeviceFacts(path, exists=False)
+    if kind != "block":
+        return DeviceFacts(path, exists=True, is_block=False)
+    try:
+        found = host.signatures(runner, path)
+        owner = _volume_group_of(runner, path) if lvm_ready and "LVM2_member" in found else ""
+    except CommandFailed as err:
+        return DeviceFacts(path, exists=True, is_block=True, error=str(err))
+    return DeviceFacts(path, exists=True, is_block=True, signatures=found, volume_group=owner)
+
+
+def _volume_group_of(runner: Runner, device_path: str) -> str:
+    result = runner.run(["pvs", *lvm.REPORT, "-o", "pv_name,vg_name", device_path], timeout=lvm.LVM_TIMEOUT_S)
+    rows = lvm._rows(result.stdout, "pv")
+    return rows[0].get("vg_name", "") if rows else ""
+
+
+def file_kind(path: str) -> str:
+    """'missing', 'block' or 'other' (following symlinks, as /dev/disk/by-id names are)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    return "block" if stat.S_ISBLK(mode) else "other"
+
+
+def _succeeds(runner: Runner, argv: Sequence[str]) -> bool:
+    try:
+        runner.run(argv, timeout=30.0)
+    except CommandFailed:
+        return False
+    return True
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""

@@ -32,6 +32,12 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = {"config_path": config_path}
 
 
+# Registered after `main` and the exit codes exist: the subcommand imports both from here.
+from .doctor import doctor  # noqa: E402
+
+main.add_command(doctor)
+
+
 def run() -> None:
     """Entry point of dist/ax-vol-plugin."""
     sys.exit(main(prog_name="ax-vol-plugin"))

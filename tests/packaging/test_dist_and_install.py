@@ -1,5 +1,5 @@
 """dist/vol_plugin is one self-contained file that runs on a node's python3 (3.9 or newer) with
-nothing installed, and install/install.sh puts it in place atomically."""
+nothing installed."""
 
 import ast
 import glob
@@ -54,35 +54,4 @@ def test_dist_runs_isolated_with_no_home_and_no_packages(dist, python, tmp_path)
     assert json.loads((tmp_path / "log").read_text())["reason"] == "bad_request"
 
 
-def install(*args):
-    return subprocess.run([f"{REPO}/install/install.sh", *args], capture_output=True, text=True)
-
-
-def test_install_puts_the_driver_in_place_and_nothing_else(dist, tmp_path):
-    result = install("--plugin-dir", str(tmp_path), "--driver", dist)
-    assert result.returncode == 0, result.stderr
-    target = tmp_path / "ax~vol_plugin"
-    assert os.listdir(target) == ["vol_plugin"]
-    assert (target / "vol_plugin").read_bytes() == open(dist, "rb").read()
-    assert os.access(target / "vol_plugin", os.X_OK)
-    again = install("--plugin-dir", str(tmp_path), "--driver", dist)  # an upgrade in place
-    assert again.returncode == 0 and os.listdir(target) == ["vol_plugin"]
-
-
-def test_install_refuses_a_driver_that_cannot_answer_init(tmp_path):
-    broken = tmp_path / "broken"
-    broken.write_text("#!/bin/sh\necho 'Traceback: nope'\nexit 1\n")
-    broken.chmod(0o755)
-    plugin_dir = tmp_path / "plugins"
-    result = install("--plugin-dir", str(plugin_dir), "--driver", str(broken))
-    assert result.returncode != 0 and "init" in result.stderr
-    assert os.listdir(plugin_dir / "ax~vol_plugin") == []
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [(["--plugin-dir", "relative"], "absolute"), (["--driver", "/nonexistent"], "not found"), (["--bogus"], "unknown")],
-)
-def test_install_explains_bad_arguments(args, message):
-    result = install(*args)
-    assert result.returncode != 0 and message in result.stderr
+# install/install.sh and uninstall.sh: tests/packaging/test_install.py
