@@ -31,6 +31,17 @@ class Config:
     log_file: str = "/var/log/ax-vol-plugin.log"
     run_dir: str = "/run/ax-vol-plugin"
     lock_timeout_s: float = 300.0
+    # A hung LVM command, mount or umount is killed after this long and the call fails
+    # (kubelet retries); mkfs gets six times as long, as it scales with the slab.
+    command_timeout_s: float = 120.0
+    # node_exporter's textfile collector dir; metrics are written there only if it exists.
+    # Empty: no metrics file.
+    metrics_dir: str = "/var/lib/prometheus/node-exporter"
+    # The log is rotated (log_file.1 ... log_file.N) once it is larger than this; 0: never.
+    log_max_bytes: int = 10 << 20
+    log_keep: int = 5
+    # Which earlier pods' slabs a pod may inherit when its options name no cache_scope.
+    default_cache_scope: str = "node"
 
 
 _PARSERS = {
@@ -41,6 +52,11 @@ _PARSERS = {
     "log_file": "path",
     "run_dir": "path",
     "lock_timeout_s": "seconds",
+    "command_timeout_s": "seconds",
+    "metrics_dir": "optional_path",
+    "log_max_bytes": "bytes",
+    "log_keep": "count",
+    "default_cache_scope": "scope",
 }
 
 
@@ -82,10 +98,23 @@ def parse(text: str, origin: str = "<config>") -> Config:
 
 def _convert(kind: str, key: str, raw: str, origin: str):
     where = f"config file {origin}: {key} = {raw!r}"
-    if kind == "path":
+    if kind == "optional_path" and raw == "":
+        return ""
+    if kind in ("path", "optional_path"):
         if not raw.startswith("/") or "\0" in raw:
-            raise ConfigError(f"{where}: must be an absolute path")
+            raise ConfigError(f"{where}: must be an absolute path" + (" or empty" if kind == "optional_path" else ""))
         return os.path.normpath(raw)
+    if kind == "scope":
+        from .options import parse_cache_scope_name
+
+        try:
+            return parse_cache_scope_name(raw)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    if kind in ("bytes", "count"):
+        if not re.fullmatch(r"0|[1-9][0-9]{0,12}", raw) or (kind == "count" and int(raw) > 100):
+            raise ConfigError(f"{where}: must be a whole number" + (" from 0 to 100" if kind == "count" else " of bytes"))
+        return int(raw)
     if kind == "vg":
         if not _VG_NAME.fullmatch(raw) or raw in (".", ".."):
             raise ConfigError(f"{where}: not a valid volume group name")

@@ -69,8 +69,11 @@ class Driver:
             kind=Kind.ANONYMOUS if request.volume_type == ANONYMOUS else Kind.GRAPH,
             size_mb=request.size_mb,
             fs_type=request.fs_type,
+            scope=request.cache_scope,
         )
-        self.record.note(pod=request.pod_uid or None, size_mb=want.size_mb, fs=want.fs_type, type=want.kind.value)
+        self.record.note(
+            pod=request.pod_uid or None, size_mb=want.size_mb, fs=want.fs_type, type=want.kind.value, scope=want.scope
+        )
 
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=want.size_mb)
@@ -115,7 +118,8 @@ class Driver:
             return slab, False
         if plan.action is Action.REUSE:
             claimed = dataclasses.replace(
-                slab, state=State.USED, mount_dir=want.mount_dir, pod_uid=request.pod_uid, released_at=0
+                slab, state=State.USED, mount_dir=want.mount_dir, pod_uid=request.pod_uid, released_at=0,
+                usage_permille=None,
             )
             self._retag(slab, claimed)
             self.record.note(decision="reused warm slab", warm_since=slab.released_at)
@@ -139,6 +143,7 @@ class Driver:
             mount_dir=want.mount_dir,
             pod_uid=request.pod_uid,
             creator=self.me,
+            scope=want.scope,
         )
         self.lvm.create(new.name, new.size_bytes, all_tags(new))
         self.record.note(slab=new.name, decision="created new slab")
@@ -157,6 +162,7 @@ class Driver:
     def unmount(self, mount_dir: str) -> str:
         path = canonical(parse_mount_dir(mount_dir))
         self.record.note(pod=_pod_of(path))
+        usage: Optional[float] = None  # stays None when the slab was not mounted: nothing to measure
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=None)
             existing = mount_at(entries, path)
@@ -201,7 +207,10 @@ class Driver:
                 return f"unmounted {path}; deleted slab {slab.name}"
             self._retag(
                 slab,
-                dataclasses.replace(slab, state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=int(time.time())),
+                dataclasses.replace(
+                    slab, state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=int(time.time()),
+                    usage_permille=None if usage is None else round(usage * 1000),
+                ),
             )
             self.record.note(decision="kept slab")
             return f"unmounted {path}; slab {slab.name} kept for the next pod"

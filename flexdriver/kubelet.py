@@ -56,7 +56,7 @@ def handle(argv: List[str], record: journal.CallRecord, config_box: list) -> Res
     config_box.append(config)
     driver = Driver(config, record)
     if verb == "mount":
-        request = parse_mount(args[0], args[1], config.default_size_mb)
+        request = parse_mount(args[0], args[1], config.default_size_mb, config.default_cache_scope)
         message = driver.mount(request)
     else:
         message = driver.unmount(args[0])

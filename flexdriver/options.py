@@ -26,6 +26,13 @@ _SIZE = re.compile(r"[1-9][0-9]{0,9}")
 _POD_UID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 MAX_DIR_BYTES = 700  # base64 of the dir's UTF-8 bytes must fit in a 1024-character LVM tag
 
+# cache_scope: which earlier pods' slabs a pod may inherit. `node`: any pod's on this node;
+# `namespace`: only pods of the same namespace; any other name: only pods that give that name.
+SCOPE_NODE = "node"
+SCOPE_NAMESPACE = "namespace"
+_SCOPE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
 
 @dataclasses.dataclass(frozen=True)
 class MountRequest:
@@ -35,6 +42,7 @@ class MountRequest:
     fs_type: str
     read_only: bool
     pod_uid: str
+    cache_scope: str = SCOPE_NODE  # resolved: "node", "ns.<namespace>" or "key.<name>"
 
 
 def parse_mount_dir(raw: str) -> str:
@@ -55,7 +63,9 @@ def parse_mount_dir(raw: str) -> str:
     return path
 
 
-def parse_mount(mount_dir: str, options_json: str, default_size_mb: int) -> MountRequest:
+def parse_mount(
+    mount_dir: str, options_json: str, default_size_mb: int, default_cache_scope: str = SCOPE_NODE
+) -> MountRequest:
     path = parse_mount_dir(mount_dir)
     try:
         options = json.loads(options_json)
@@ -82,6 +92,12 @@ def parse_mount(mount_dir: str, options_json: str, default_size_mb: int) -> Moun
     if access not in ("rw", "ro"):
         raise BadRequest(f"kubernetes.io/readwrite must be 'rw' or 'ro', got {access!r}")
 
+    raw_scope = options.get("cache_scope", "") or default_cache_scope
+    try:
+        scope_name = parse_cache_scope_name(raw_scope)
+    except ValueError as err:
+        raise BadRequest(f"cache_scope: {err}") from None
+
     return MountRequest(
         mount_dir=path,
         volume_type=volume_type,
@@ -89,7 +105,30 @@ def parse_mount(mount_dir: str, options_json: str, default_size_mb: int) -> Moun
         fs_type=fs_type,
         read_only=access == "ro",
         pod_uid=pod_uid_of(path, options.get("kubernetes.io/pod.uid")) or "",
+        cache_scope=resolve_cache_scope(scope_name, options.get("kubernetes.io/pod.namespace", "")),
     )
+
+
+def parse_cache_scope_name(raw: str) -> str:
+    """`node`, `namespace` or an explicit key (letters, digits, '_', '.', '-'; up to 63)."""
+    if raw in (SCOPE_NODE, SCOPE_NAMESPACE) or _SCOPE_KEY.fullmatch(raw):
+        return raw
+    raise ValueError(
+        f"must be 'node', 'namespace' or a key of up to 63 letters, digits, '_', '.', '-', got {raw[:80]!r}"
+    )
+
+
+def resolve_cache_scope(name: str, namespace: str) -> str:
+    """The value stored in a slab's ax.scope tag: slabs are handed on only within one value."""
+    if name == SCOPE_NODE:
+        return SCOPE_NODE
+    if name == SCOPE_NAMESPACE:
+        if not _NAMESPACE.fullmatch(namespace or ""):
+            raise BadRequest(
+                f"cache_scope 'namespace' needs kubernetes.io/pod.namespace to be a namespace name, got {namespace[:80]!r}"
+            )
+        return f"ns.{namespace}"
+    return f"key.{name}"
 
 
 def parse_size_mb(raw: str) -> int:

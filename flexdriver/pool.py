@@ -7,6 +7,7 @@ disagree with LVM: an admin who removes a slab or grows the volume group tells u
     ax.type=graph|anonymous     pooled docker graph storage, or deleted at unmount
     ax.fs=ext4|xfs              filesystem made on it
     ax.size_mb=N                the size pods asked for (the LV may be rounded up to extents)
+    ax.scope=node|ns.<namespace>|key.<name>   which pods may inherit it (missing: node)
     ax.state=creating           made by lvcreate, filesystem not (yet) complete
     ax.state=used               formatted and given to the mount dir in ax.dir
     ax.state=free               formatted, unmounted, waiting in the pool since ax.released
@@ -15,6 +16,7 @@ disagree with LVM: an admin who removes a slab or grows the volume group tells u
     ax.pod=<uid>                the owning pod, for people reading `lvs`
     ax.creator=<boot>:<pid>:<start>   the call that is formatting it (creating only)
     ax.released=<unix seconds>  when it went back to the pool (free only); LRU order
+    ax.usage=<permille>         how full its filesystem was when it went back (free only)
 
 Tag changes are single lvchange calls, which LVM commits atomically, so a slab is always in
 exactly one of these states whatever instant the driver is killed at.
@@ -61,6 +63,8 @@ class Slab:
     released_at: int = 0
     device: Optional[Tuple[int, int]] = None  # kernel major:minor while active
     active: bool = False
+    scope: str = "node"
+    usage_permille: Optional[int] = None  # measured at release; None when unknown
 
 
 def encode_dir(path: str) -> str:
@@ -91,6 +95,7 @@ def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None,
         size_mb = int(values["ax.size_mb"])
         fs_type = values["ax.fs"]
         released_at = int(values.get("ax.released", "0"))
+        usage = int(values["ax.usage"]) if "ax.usage" in values else None
     except (KeyError, ValueError):
         return None
     mount_dir = decode_dir(values["ax.dir"]) if "ax.dir" in values else None
@@ -107,6 +112,8 @@ def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None,
         released_at=released_at,
         device=device,
         active=active,
+        scope=values.get("ax.scope", "node"),
+        usage_permille=usage,
     )
 
 
@@ -121,12 +128,17 @@ def state_tags(slab: Slab) -> FrozenSet[str]:
         tags.add(f"ax.creator={slab.creator}")
     if slab.released_at:
         tags.add(f"ax.released={slab.released_at}")
+    if slab.usage_permille is not None:
+        tags.add(f"ax.usage={slab.usage_permille}")
     return frozenset(tags)
 
 
 def identity_tags(slab: Slab) -> FrozenSet[str]:
     return frozenset(
-        {SLAB_TAG, f"ax.type={slab.kind.value}", f"ax.fs={slab.fs_type}", f"ax.size_mb={slab.size_mb}"}
+        {
+            SLAB_TAG, f"ax.type={slab.kind.value}", f"ax.fs={slab.fs_type}", f"ax.size_mb={slab.size_mb}",
+            f"ax.scope={slab.scope}",
+        }
     )
 
 
@@ -184,6 +196,7 @@ class Want:
     kind: Kind
     size_mb: int
     fs_type: str
+    scope: str = "node"
 
 
 class Action(enum.Enum):
@@ -237,6 +250,7 @@ def plan_mount(pool: Pool, want: Want, facts: Facts) -> MountPlan:
         matching = [
             s for s in reusable
             if s.kind is Kind.GRAPH and s.size_mb == want.size_mb and s.fs_type == want.fs_type
+            and s.scope == want.scope
         ]
         if matching:
             warmest = max(matching, key=lambda s: (s.released_at, s.name))

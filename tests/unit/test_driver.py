@@ -178,7 +178,7 @@ def test_cold_mount_creates_then_formats_then_tags_used_then_mounts(tmp_path, no
     (name,) = node.volumes
     device = dm_path(VG, name)
     creating = {
-        "ax.slab", "ax.type=graph", "ax.fs=ext4", "ax.size_mb=1024", "ax.state=creating",
+        "ax.slab", "ax.type=graph", "ax.fs=ext4", "ax.size_mb=1024", "ax.scope=node", "ax.state=creating",
         f"ax.dir={encode_dir(path)}", f"ax.pod={UID}", f"ax.creator={driver.me}",
     }
     assert node.call("lvcreate") == [
@@ -306,7 +306,8 @@ def test_unmount_at_or_below_threshold_keeps_the_slab_for_the_next_pod(tmp_path,
     (released,) = [t for t in node.volumes["slab-1"]["tags"] if t.startswith("ax.released=")]
     assert before <= int(released.split("=")[1]) <= after
     assert node.volumes["slab-1"]["tags"] == {
-        "ax.slab", "ax.type=graph", "ax.fs=ext4", "ax.size_mb=1024", "ax.state=free", released,
+        "ax.slab", "ax.type=graph", "ax.fs=ext4", "ax.size_mb=1024", "ax.scope=node", "ax.state=free", released,
+        "ax.usage=500",
     }
     assert message == f"unmounted {path}; slab slab-1 kept for the next pod"
 

@@ -149,7 +149,8 @@ def test_device_and_active_come_from_the_caller_not_the_tags():
 def test_exact_tags_of_a_used_slab():
     s = Slab("slab-1", MIB, 1024, "xfs", Kind.GRAPH, State.USED, mount_dir="/d", pod_uid="p-1")
     assert all_tags(s) == {
-        "ax.slab", "ax.type=graph", "ax.fs=xfs", "ax.size_mb=1024", "ax.state=used", f"ax.dir={encode_dir('/d')}", "ax.pod=p-1",
+        "ax.slab", "ax.type=graph", "ax.fs=xfs", "ax.size_mb=1024", "ax.scope=node", "ax.state=used",
+        f"ax.dir={encode_dir('/d')}", "ax.pod=p-1",
     }
     assert state_tags(s) == {"ax.state=used", f"ax.dir={encode_dir('/d')}", "ax.pod=p-1"}
 
