@@ -54,8 +54,8 @@ class Driver:
         self.config = config
         self.record = record
         self.runner = runner or Runner()
-        self.lvm = LVM(self.runner, config.volume_group)
-        self.mounter = Mounter(self.runner)
+        self.lvm = LVM(self.runner, config.volume_group, config.command_timeout_s)
+        self.mounter = Mounter(self.runner, config.command_timeout_s)
         self.me = host.process_identity(os.getpid()) or f"unknown:{os.getpid()}:0"
 
     # ---- mount ---------------------------------------------------------------------------
@@ -89,7 +89,8 @@ class Driver:
         device = dm_path(self.config.volume_group, slab.name)
         if needs_format:
             try:
-                filesystems.make(self.runner, slab.fs_type, device)
+                # mkfs time grows with the slab: it gets more than one command's allowance.
+                filesystems.make(self.runner, slab.fs_type, device, timeout_s=15 * self.config.command_timeout_s)
             except CommandFailed:
                 self._discard(slab)
                 raise

@@ -28,8 +28,8 @@ def mkfs_argv(fs_type: str, device: str) -> List[str]:
     raise ValueError(f"unsupported filesystem {fs_type}")
 
 
-def make(runner: Runner, fs_type: str, device: str) -> None:
-    runner.run(mkfs_argv(fs_type, device), timeout=MKFS_TIMEOUT_S)
+def make(runner: Runner, fs_type: str, device: str, timeout_s: float = MKFS_TIMEOUT_S) -> None:
+    runner.run(mkfs_argv(fs_type, device), timeout=timeout_s)
 
 
 def measure(mount_point: str, device: Tuple[int, int]) -> float:

@@ -39,15 +39,16 @@ def dm_path(volume_group: str, name: str) -> str:
 
 
 class LVM:
-    def __init__(self, runner: Runner, volume_group: str) -> None:
+    def __init__(self, runner: Runner, volume_group: str, timeout_s: float = LVM_TIMEOUT_S) -> None:
         self.runner = runner
         self.vg = volume_group
+        self.timeout_s = timeout_s
 
     def report(self) -> Optional[VolumeGroupReport]:
         """The volume group and all its LVs, or None when the volume group does not exist."""
         try:
             result = self.runner.run(
-                ["lvs", *REPORT, "-o", f"{VG_FIELDS},{LV_FIELDS}", self.vg], timeout=LVM_TIMEOUT_S
+                ["lvs", *REPORT, "-o", f"{VG_FIELDS},{LV_FIELDS}", self.vg], timeout=self.timeout_s
             )
         except CommandFailed:
             # lvs fails the same way for a missing VG and a real error; only the VG list tells.
@@ -58,7 +59,7 @@ class LVM:
         if rows:
             vg_row = rows[0]
         else:  # no LVs yet: lvs has no row to carry the VG's fields
-            listing = self.runner.run(["vgs", *REPORT, "-o", VG_FIELDS, self.vg], timeout=LVM_TIMEOUT_S)
+            listing = self.runner.run(["vgs", *REPORT, "-o", VG_FIELDS, self.vg], timeout=self.timeout_s)
             vg_row = _rows(listing.stdout, "vg")[0]
         return VolumeGroupReport(
             name=vg_row["vg_name"],
@@ -69,12 +70,12 @@ class LVM:
         )
 
     def volume_group_names(self) -> List[str]:
-        result = self.runner.run(["vgs", *REPORT, "-o", "vg_name"], timeout=LVM_TIMEOUT_S)
+        result = self.runner.run(["vgs", *REPORT, "-o", "vg_name"], timeout=self.timeout_s)
         return [row["vg_name"] for row in _rows(result.stdout, "vg")]
 
     def create_volume_group(self, device: str) -> None:
         # vgcreate initialises the PV itself; --yes so nothing ever waits on a prompt.
-        self.runner.run(["vgcreate", "--yes", self.vg, device], timeout=LVM_TIMEOUT_S)
+        self.runner.run(["vgcreate", "--yes", self.vg, device], timeout=self.timeout_s)
 
     def create(self, name: str, size_bytes: int, tags: Iterable[str]) -> None:
         argv = [
@@ -83,7 +84,7 @@ class LVM:
         ]
         for tag in sorted(tags):
             argv += ["--addtag", tag]
-        self.runner.run(argv + [self.vg], timeout=LVM_TIMEOUT_S)
+        self.runner.run(argv + [self.vg], timeout=self.timeout_s)
 
     def retag(self, name: str, add: Iterable[str], delete: Iterable[str]) -> None:
         """Swap tags in one lvchange, which LVM commits as one metadata update."""
@@ -94,14 +95,14 @@ class LVM:
         for tag in sorted(add - delete):
             argv += ["--addtag", tag]
         if len(argv) > 1:
-            self.runner.run(argv + [f"{self.vg}/{name}"], timeout=LVM_TIMEOUT_S)
+            self.runner.run(argv + [f"{self.vg}/{name}"], timeout=self.timeout_s)
 
     def activate(self, name: str) -> None:
-        self.runner.run(["lvchange", "--activate", "y", f"{self.vg}/{name}"], timeout=LVM_TIMEOUT_S)
+        self.runner.run(["lvchange", "--activate", "y", f"{self.vg}/{name}"], timeout=self.timeout_s)
 
     def remove(self, names: Sequence[str]) -> None:
         if names:
-            self.runner.run(["lvremove", "--yes", *[f"{self.vg}/{n}" for n in names]], timeout=LVM_TIMEOUT_S)
+            self.runner.run(["lvremove", "--yes", *[f"{self.vg}/{n}" for n in names]], timeout=self.timeout_s)
 
 
 def _rows(stdout: str, kind: str) -> List[Dict[str, str]]:

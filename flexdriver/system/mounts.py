@@ -67,15 +67,16 @@ def canonical(path: str) -> str:
 
 
 class Mounter:
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, timeout_s: float = MOUNT_TIMEOUT_S) -> None:
         self.runner = runner
+        self.timeout_s = timeout_s
 
     def mount(self, device: str, mount_point: str, fs_type: str, read_only: bool) -> None:
         options = ["ro" if read_only else "rw", "noatime"]
         self.runner.run(
-            ["mount", "-t", fs_type, "-o", ",".join(options), device, mount_point], timeout=MOUNT_TIMEOUT_S
+            ["mount", "-t", fs_type, "-o", ",".join(options), device, mount_point], timeout=self.timeout_s
         )
 
     def unmount(self, mount_point: str) -> None:
         # Never lazy (-l): the slab must really be released before it is deleted or handed on.
-        self.runner.run(["umount", mount_point], timeout=MOUNT_TIMEOUT_S)
+        self.runner.run(["umount", mount_point], timeout=self.timeout_s)
