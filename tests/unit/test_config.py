@@ -24,6 +24,11 @@ def test_defaults_match_the_2017_driver():
         log_file="/var/log/ax-vol-plugin.log",
         run_dir="/run/ax-vol-plugin",
         lock_timeout_s=300.0,
+        command_timeout_s=120.0,
+        metrics_dir="/var/lib/prometheus/node-exporter",
+        log_max_bytes=10 << 20,
+        log_keep=5,
+        default_cache_scope="node",
     )
 
 
@@ -124,6 +129,14 @@ def test_invalid_ini_is_a_config_error(text):
         ("lock_timeout_s", "86401"),
         ("lock_timeout_s", "inf"),
         ("lock_timeout_s", "soon"),
+        ("command_timeout_s", "0"),
+        ("metrics_dir", "prom"),
+        ("log_max_bytes", "10M"),
+        ("log_max_bytes", "-1"),
+        ("log_keep", "101"),
+        ("log_keep", "two"),
+        ("default_cache_scope", "a b"),
+        ("default_cache_scope", "-x"),
     ],
 )
 def test_bad_values_are_errors_naming_the_key(key, value):
@@ -142,6 +155,13 @@ def test_bad_values_are_errors_naming_the_key(key, value):
         ("default_size_mb", "1", 1),
         ("volume_group", "vg+ax_1.2", "vg+ax_1.2"),
         ("device", "/dev/disk/by-id/x", "/dev/disk/by-id/x"),
+        ("metrics_dir", "", ""),
+        ("metrics_dir", "/var/lib/node_exporter/", "/var/lib/node_exporter"),
+        ("log_max_bytes", "0", 0),
+        ("log_keep", "100", 100),
+        ("command_timeout_s", "2.5", 2.5),
+        ("default_cache_scope", "namespace", "namespace"),
+        ("default_cache_scope", "ci-shared", "ci-shared"),
     ],
 )
 def test_boundary_values_are_accepted(key, value, expected):

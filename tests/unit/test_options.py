@@ -245,3 +245,39 @@ def test_fuzz_arbitrary_json_objects(mount_dir, options):
 @given(st.dictionaries(st.sampled_from(KNOWN_KEYS), st.text(max_size=12), min_size=1))
 def test_fuzz_known_keys_with_arbitrary_strings(options):
     parse_or_refuse(MOUNT_DIR, json.dumps(options))
+
+
+# ---- cache_scope ----------------------------------------------------------------------------
+
+
+def test_cache_scope_defaults_to_the_node():
+    assert parse().cache_scope == "node"
+    assert parse(cache_scope="").cache_scope == "node"
+
+
+def test_cache_scope_namespace_uses_the_pods_namespace():
+    assert parse(cache_scope="namespace").cache_scope == "ns.default"
+    assert parse(cache_scope="namespace", **{"kubernetes.io/pod.namespace": "team-a"}).cache_scope == "ns.team-a"
+
+
+@pytest.mark.parametrize("namespace", [None, "", "Team", "a_b", "-x", "x" * 64, "a/b"])
+def test_cache_scope_namespace_without_a_valid_namespace_is_refused(namespace):
+    with pytest.raises(BadRequest, match="kubernetes.io/pod.namespace"):
+        parse(cache_scope="namespace", **{"kubernetes.io/pod.namespace": namespace})
+
+
+@pytest.mark.parametrize("key", ["team-a", "ci.main", "A_1", "x" * 63])
+def test_cache_scope_explicit_key(key):
+    assert parse(cache_scope=key).cache_scope == f"key.{key}"
+
+
+@pytest.mark.parametrize("key", ["-x", ".x", "a b", "a,b", "a=b", "x" * 64, "ns.x;rm", "é"])
+def test_bad_cache_scope_is_refused_naming_it(key):
+    with pytest.raises(BadRequest, match="cache_scope"):
+        parse(cache_scope=key)
+
+
+def test_the_nodes_default_cache_scope_applies_when_the_pod_names_none():
+    options = json.dumps(kubelet_options(**{"kubernetes.io/pod.namespace": "team-b"}))
+    assert parse_mount(MOUNT_DIR, options, DEFAULT_MB, "namespace").cache_scope == "ns.team-b"
+    assert parse_mount(MOUNT_DIR, options, DEFAULT_MB, "shared").cache_scope == "key.shared"
