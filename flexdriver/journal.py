@@ -3,14 +3,22 @@
 Each line is written with a single write(2) on an O_APPEND descriptor, so lines from concurrent
 calls never interleave. Logging must never break a call: if the file cannot be written, the
 line is dropped.
+
+Rotation is done by the calls themselves, since every call is its own short process: the one
+that finds the file over its size limit takes a lock, checks again (another call may just have
+rotated it), renames log -> log.1 -> log.2 ... and the next call opens a new file. A call that
+opened the old file a moment earlier writes its line into log.1: lines move, none is lost or
+torn. An external logrotate works too, without copytruncate or a signal, for the same reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 
 class CallRecord:
@@ -33,14 +41,65 @@ class CallRecord:
         return json.dumps(record, sort_keys=False, default=str) + "\n"
 
 
-def append(path: str, line: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    except OSError:
+@dataclasses.dataclass(frozen=True)
+class Rotation:
+    max_bytes: int  # 0: never rotate
+    keep: int  # rotated files kept: log.1 .. log.<keep>
+    lock_path: str  # serialises rotations (on /run: gone at reboot, like any stale lock)
+
+
+def append(path: str, line: str, rotation: Optional[Rotation] = None) -> None:
+    data = line.encode("utf-8", errors="replace")
+    fd = _open(path)
+    if fd is None:
         return
     try:
-        os.write(fd, line.encode("utf-8", errors="replace"))
+        st = os.fstat(fd)
+        if rotation and rotation.max_bytes and st.st_size + len(data) > rotation.max_bytes:
+            os.close(fd)
+            fd = None
+            _rotate(path, st.st_ino, rotation)
+            fd = _open(path)
+            if fd is None:
+                return
+        os.write(fd, data)
     except OSError:
         pass
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
+
+
+def _open(path: str) -> Optional[int]:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError:
+        return None
+
+
+def _rotate(path: str, full_inode: int, rotation: Rotation) -> None:
+    try:
+        os.makedirs(os.path.dirname(rotation.lock_path), mode=0o700, exist_ok=True)
+        lock = os.open(rotation.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino != full_inode:
+                return  # rotated by another call while this one waited for the lock
+        except FileNotFoundError:
+            return
+        if rotation.keep == 0:
+            os.unlink(path)
+            return
+        for number in range(rotation.keep - 1, 0, -1):
+            try:
+                os.rename(f"{path}.{number}", f"{path}.{number + 1}")
+            except FileNotFoundError:
+                pass
+        os.rename(path, f"{path}.1")
+    except OSError:
+        pass
+    finally:
+        os.close(lock)  # releases the flock

@@ -87,8 +87,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if stray:
         record.note(stray_output=stray[-4000:])
     if argv[:1] in (["mount"], ["unmount"]) or "reason" in record.fields:
-        log_file = (config or _config_for_log()).log_file
-        journal.append(log_file, record.line(str(response["status"]), str(response.get("message", ""))))
+        config = config or _config_for_log()
+        rotation = journal.Rotation(config.log_max_bytes, config.log_keep, os.path.join(config.run_dir, "log.lock"))
+        journal.append(config.log_file, record.line(str(response["status"]), str(response.get("message", ""))), rotation)
     _write_all(kubelet_out, json.dumps(response).encode())
     return 1 if response["status"] == FAILURE else 0
 

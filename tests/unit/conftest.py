@@ -31,10 +31,10 @@ def journal_writes(tmp_path, monkeypatch):
     real_append = journal.append
     root = os.path.realpath(tmp_path)
 
-    def guarded_append(path, line):
+    def guarded_append(path, line, rotation=None):
         writes.append((path, line))
         if os.path.commonpath([root, os.path.realpath(path)]) == root:
-            real_append(path, line)
+            real_append(path, line, rotation)
 
     monkeypatch.setattr(journal, "append", guarded_append)
     return writes
