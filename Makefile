@@ -5,7 +5,7 @@
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace \
-            docker.io apparmor busybox-static lintian inotify-tools
+            docker.io apparmor busybox-static lintian inotify-tools prometheus
 STAMP   := $(VENV)/.deps-installed
 
 .PHONY: deps build deb test unit realkernel lint demo clean
@@ -14,7 +14,7 @@ $(STAMP): requirements-test.txt
 	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
 	    ! command -v lvcreate >/dev/null || ! command -v mkfs.xfs >/dev/null || ! command -v strace >/dev/null || \
 	    ! command -v dockerd >/dev/null || ! command -v apparmor_parser >/dev/null || ! test -x /bin/busybox || \
-	    ! command -v lintian >/dev/null || ! command -v inotifywait >/dev/null; then \
+	    ! command -v lintian >/dev/null || ! command -v inotifywait >/dev/null || ! command -v promtool >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PKGS); \
 	fi
 	@# kubectl (for `kubectl kustomize`): Debian's kubernetes-client, unless the machine has a kubectl already.

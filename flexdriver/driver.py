@@ -77,6 +77,7 @@ class Driver:
 
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=want.size_mb)
+            self.record.saw(pool)
             existing = mount_at(entries, path)
             if existing is not None:
                 return self._already_mounted(pool, existing, path)
@@ -166,6 +167,7 @@ class Driver:
         usage: Optional[float] = None  # stays None when the slab was not mounted: nothing to measure
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=None)
+            self.record.saw(pool)
             existing = mount_at(entries, path)
             slabs = pool.slabs if pool else ()
             if existing is not None:
@@ -175,7 +177,7 @@ class Driver:
                         f"{path} has {existing.source} ({existing.fs_type}) mounted on it, "
                         f"not a slab of volume group {self.config.volume_group}; not unmounting it"
                     )
-                self.record.note(slab=slab.name)
+                self.record.note(slab=slab.name, type=slab.kind.value)
                 usage = filesystems.measure(path, slab.device)
                 self.record.note(usage=round(usage, 4))
                 decision = plan_release(slab, usage, self.config.usage_threshold)
@@ -191,7 +193,7 @@ class Driver:
                 if slab is None:
                     self.record.note(decision="nothing to do")
                     return f"{path} is not mounted and has no slab recorded"
-                self.record.note(slab=slab.name)
+                self.record.note(slab=slab.name, type=slab.kind.value)
                 mounted_elsewhere = next((e for e in entries if e.device == slab.device), None)
                 if slab.device is not None and mounted_elsewhere is not None:
                     self.record.note(decision="left alone: mounted elsewhere")

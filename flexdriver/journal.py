@@ -25,6 +25,15 @@ class CallRecord:
     def __init__(self, verb: str) -> None:
         self.started = time.monotonic()
         self.fields: Dict[str, Any] = {"verb": verb}
+        # The pool as this call's decision saw it, and when (for the metrics; not logged).
+        self.pool: Any = None
+        self.snapshot_at: Optional[float] = None
+
+    def saw(self, pool: Any) -> None:
+        self.pool, self.snapshot_at = pool, time.time()
+
+    def duration_s(self) -> float:
+        return time.monotonic() - self.started
 
     def note(self, **fields: Any) -> None:
         self.fields.update({k: v for k, v in fields.items() if v is not None})
@@ -36,7 +45,7 @@ class CallRecord:
             **self.fields,
             "outcome": outcome,
             "message": message,
-            "duration_s": round(time.monotonic() - self.started, 3),
+            "duration_s": round(self.duration_s(), 3),
         }
         return json.dumps(record, sort_keys=False, default=str) + "\n"
 

@@ -88,10 +88,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         record.note(stray_output=stray[-4000:])
     if argv[:1] in (["mount"], ["unmount"]) or "reason" in record.fields:
         config = config or _config_for_log()
+        if argv[:1] in (["mount"], ["unmount"]):
+            _count(config, record, str(response["status"]))
         rotation = journal.Rotation(config.log_max_bytes, config.log_keep, os.path.join(config.run_dir, "log.lock"))
         journal.append(config.log_file, record.line(str(response["status"]), str(response.get("message", ""))), rotation)
     _write_all(kubelet_out, json.dumps(response).encode())
     return 1 if response["status"] == FAILURE else 0
+
+
+def _count(config, record: journal.CallRecord, outcome: str) -> None:
+    """Metrics never fail a call: a problem writing them is noted in the call's log line."""
+    try:
+        from . import metrics
+
+        metrics.record_call(config, record.fields, outcome, record.duration_s(), record.pool, record.snapshot_at)
+    except Exception as err:  # noqa: BLE001 - the call itself has already succeeded or failed
+        record.note(metrics_error=f"{type(err).__name__}: {err}")
 
 
 def _config_for_log():

@@ -13,7 +13,9 @@ from flexdriver import journal
 def config_file(tmp_path, monkeypatch):
     """AX_VOL_PLUGIN_CONFIG names a config whose log file and run dir are inside tmp_path."""
     path = tmp_path / "vol_plugin.conf"
-    path.write_text(f"[vol_plugin]\nlog_file = {tmp_path}/driver.log\nrun_dir = {tmp_path}/run\n")
+    path.write_text(
+        f"[vol_plugin]\nlog_file = {tmp_path}/driver.log\nrun_dir = {tmp_path}/run\nmetrics_dir = {tmp_path}/textfile\n"
+    )
     monkeypatch.setenv("AX_VOL_PLUGIN_CONFIG", str(path))
     monkeypatch.delenv("AX_VOL_PLUGIN_FAILPOINTS", raising=False)
     return path
