@@ -116,7 +116,8 @@ def test_an_older_snapshot_never_replaces_a_newer_picture_of_the_pool():
 def rendered_sample_state():
     state = {}
     calls = [
-        ({"verb": "mount", "type": "graph", "decision": "created new slab", "slab": "n", "size_mb": 512, "fs": "ext4"}, "Success"),
+        ({"verb": "mount", "type": "graph", "decision": "created new slab", "slab": "n", "size_mb": 512, "fs": "ext4"},
+         "Success"),
         ({"verb": "mount", "type": "graph", "decision": "reused warm slab", "slab": "w"}, "Success"),
         ({"verb": "unmount", "type": "graph", "decision": "deleted slab", "slab": "w", "usage": 0.8}, "Success"),
         ({"verb": "mount", "reason": "bad_request"}, "Failure"),
