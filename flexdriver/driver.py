@@ -42,7 +42,7 @@ from .pool import (
     slab_from_tags,
     state_tags,
 )
-from .system import filesystems, host
+from .system import filesystems, host, udev
 from .system.lock import node_lock
 from .system.lvm import LVM, dm_path
 from .system.mounts import MountEntry, Mounter, canonical, mount_at, read_mounts
@@ -50,10 +50,13 @@ from .system.runner import Runner
 
 
 class Driver:
-    def __init__(self, config: Config, record: CallRecord, runner: Optional[Runner] = None) -> None:
+    def __init__(
+        self, config: Config, record: CallRecord, runner: Optional[Runner] = None, wait_for_node=udev.wait_for_node
+    ) -> None:
         self.config = config
         self.record = record
         self.runner = runner or Runner()
+        self.wait_for_node = wait_for_node
         self.lvm = LVM(self.runner, config.volume_group, config.command_timeout_s)
         self.mounter = Mounter(self.runner, config.command_timeout_s)
         self.me = host.process_identity(os.getpid()) or f"unknown:{os.getpid()}:0"
@@ -88,6 +91,7 @@ class Driver:
         failpoints.hit("mount-after-decision")
 
         device = dm_path(self.config.volume_group, slab.name)
+        self.wait_for_node(device, self.config.command_timeout_s)
         if needs_format:
             try:
                 # mkfs time grows with the slab: it gets more than one command's allowance.
@@ -259,7 +263,7 @@ class Driver:
         )
 
     def _create_volume_group(self, size_mb: int) -> None:
-        device = self.config.device
+        device = udev.resolve_device(self.config.device)
         try:
             mode = os.stat(device).st_mode
         except OSError as err:

@@ -35,7 +35,23 @@ def test_dist_is_one_executable_zip_of_sources_only(dist):
         assert handle.readline() == b"#!/usr/bin/env -S python3 -I -S\n"
     names = zipfile.ZipFile(dist).namelist()
     assert "__main__.py" in names and "flexdriver/driver.py" in names
-    assert all(name.endswith(".py") or name.endswith("/") for name in names), names
+    # Sources only, plus the vendored packages' metadata and licences (packaging/vendor-driver.txt).
+    assert all(name.endswith((".py", "/")) or name.split("/")[0].endswith(".dist-info") for name in names), names
+    assert {name.split("/")[0] for name in names if name.endswith(".py")} == {"__main__.py", "flexdriver", "pyudev"}
+    assert not any(name.startswith("flexdriver/admin") for name in names)
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_the_vendored_udev_binding_loads_from_the_zip(dist, python):
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import pyudev; "
+        "print(pyudev.__file__, len(list(pyudev.Context().list_devices(subsystem='block'))) >= 0)"
+    )
+    loaded = subprocess.run(
+        [python, "-I", "-S", "-c", probe, dist], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert (loaded.returncode, loaded.stderr) == (0, "")
+    assert loaded.stdout.startswith(f"{dist}/pyudev/__init__.py") and loaded.stdout.strip().endswith("True")
 
 
 @pytest.mark.parametrize("python", PYTHONS)

@@ -41,6 +41,7 @@ class SimulatedNode:
         self.calls: list = []
         self.locked: list = []  # per call: was the node lock held while it ran
         self.failing: set = set()
+        self.waited: list = []  # device nodes the driver waited for before mkfs or mount
         self.usage = 0.0
         self._minors = itertools.count()
 
@@ -149,7 +150,8 @@ def pod_volume_dir(tmp_path, uid: str = UID) -> str:
 
 def make_driver(tmp_path, node, verb: str = "mount", **config) -> Driver:
     config = Config(run_dir=str(tmp_path / "run"), log_file=str(tmp_path / "driver.log"), **config)
-    return Driver(config, CallRecord(verb), runner=node)
+    # The fake node has no device nodes; waiting for one is recorded instead.
+    return Driver(config, CallRecord(verb), runner=node, wait_for_node=lambda path, timeout: node.waited.append(path))
 
 
 def request_for(mount_dir: str, uid: str = UID, size_mb: int = 1024, fs_type: str = "ext4") -> MountRequest:
@@ -191,6 +193,7 @@ def test_cold_mount_creates_then_formats_then_tags_used_then_mounts(tmp_path, no
         f"{VG}/{name}",
     ]
     assert node.call("mount") == ["mount", "-t", "ext4", "-o", "rw,noatime", device, path]
+    assert node.waited == [device]  # its device node, before mkfs touches it
     assert node.volumes[name]["tags"] == creating - {"ax.state=creating", f"ax.creator={driver.me}"} | {"ax.state=used"}
     assert message == f"mounted slab {name} (created new slab) on {path}"
     assert driver.record.fields["decision"] == "created new slab"

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Dict, List, Sequence
@@ -103,11 +104,20 @@ def boot(
         handle.write(f"echo $? > {shlex.quote(rc_path)}\n")
     os.chmod(script, 0o755)
     argv = [vng(), "--disable-kvm", "-r", kernel(), "--memory", memory, "--cpus", str(cpus), "--rwdir", workdir]
+    # vng gives each disk the path it was handed as its serial, of which the guest sees 20
+    # bytes: short links make those differ per disk (udev's ID_SERIAL, /dev/disk/by-id names).
+    links = tempfile.mkdtemp(prefix="ax-", dir="/tmp")
     for name in names:
-        argv += ["--disk", disks[name]]
+        link = os.path.join(links, name)
+        os.symlink(disks[name], link)
+        argv += ["--disk", link]
     argv += ["--exec", script]
     console = os.path.join(workdir, f"console-{int(time.time())}.log")
-    if not _relay(argv, console, timeout_s):
+    try:
+        finished = _relay(argv, console, timeout_s)
+    finally:
+        shutil.rmtree(links, ignore_errors=True)
+    if not finished:
         print(f"vm: guest did not finish within {timeout_s:.0f} s (console: {console})", file=sys.stderr)
         return 124
     try:
