@@ -45,7 +45,7 @@ class Config:
 
 
 _PARSERS = {
-    "device": "path",
+    "device": "device",
     "volume_group": "vg",
     "usage_threshold": "fraction",
     "default_size_mb": "size",
@@ -98,6 +98,16 @@ def parse(text: str, origin: str = "<config>") -> Config:
 
 def _convert(kind: str, key: str, raw: str, origin: str):
     where = f"config file {origin}: {key} = {raw!r}"
+    if kind == "device" and raw.startswith("udev:"):
+        from .system.udev import parse_match
+
+        try:
+            parse_match(raw)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        return raw
+    if kind == "device":
+        kind = "path"
     if kind == "optional_path" and raw == "":
         return ""
     if kind in ("path", "optional_path"):
