@@ -19,8 +19,14 @@ from .system.runner import Runner
 
 
 def create_on_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: Optional[int] = None) -> None:
-    """vgcreate `lvm.vg` on `device` after checking it is a blank block device (and, given
-    `needed_mb`, big enough for a slab of that size); raises DeviceRefused or BadRequest."""
+    """vgcreate `lvm.vg` on `device` after check_blank_device."""
+    check_blank_device(runner, lvm, device, needed_mb)
+    lvm.create_volume_group(device)
+
+
+def check_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: Optional[int] = None) -> None:
+    """Raise DeviceRefused unless `device` is a block device with no signature on it, and
+    BadRequest when `needed_mb` is given and a slab that big would not fit on it."""
     try:
         mode = os.stat(device).st_mode
     except OSError as err:
@@ -41,4 +47,3 @@ def create_on_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: Opt
             f"(it carries {found}); refusing to create it there. Wipe the device if it is meant "
             f"for slabs, or name another device or volume group in the config"
         )
-    lvm.create_volume_group(device)
