@@ -13,8 +13,8 @@ import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import Config
-from .errors import CommandFailed
-from .system import host, lvm
+from .errors import CommandFailed, DeviceRefused
+from .system import host, lvm, udev
 from .system.runner import Runner
 
 
@@ -164,7 +164,10 @@ def probe_node(config: Config, runner: Runner) -> NodeFacts:
 
 
 def probe_device(config: Config, runner: Runner, lvm_ready: bool) -> DeviceFacts:
-    path = config.device
+    try:
+        path = udev.resolve_device(config.device)
+    except DeviceRefused as err:  # a udev match of no disk, or of several
+        return DeviceFacts(config.device, exists=True, error=str(err))
     kind = file_kind(path)
     if kind == "missing":
         return DeviceFacts(path, exists=False)

@@ -16,17 +16,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import stat
 import time
 from typing import Optional, Sequence, Tuple
 
-from . import failpoints
+from . import failpoints, inventory, volume_group
 from .config import Config
-from .errors import BadRequest, Busy, CommandFailed, DeviceRefused, DriverError
+from .errors import BadRequest, Busy, CommandFailed, DriverError
 from .journal import CallRecord
 from .options import ANONYMOUS, MountRequest, parse_mount_dir, pod_dir_of
 from .pool import (
-    MIB,
     NAME_PREFIX,
     Action,
     Facts,
@@ -39,7 +37,6 @@ from .pool import (
     all_tags,
     plan_mount,
     plan_release,
-    slab_from_tags,
     state_tags,
 )
 from .system import filesystems, host, udev
@@ -228,63 +225,16 @@ class Driver:
         return node_lock(self.config.run_dir, self.config.lock_timeout_s)
 
     def _snapshot(self, create_for_mb: Optional[int]) -> Tuple[Optional[Pool], Sequence[MountEntry]]:
-        report = self.lvm.report()
-        if report is None:
-            if create_for_mb is None:
-                return None, read_mounts()
-            self._create_volume_group(create_for_mb)
-            report = self.lvm.report()
-        slabs = []
-        for volume in report.volumes:
-            slab = slab_from_tags(volume.name, volume.size_bytes, volume.tags, device=volume.device, active=volume.active)
-            if slab is not None:
-                slabs.append(slab)
-        pool = Pool(
-            volume_group=report.name,
-            vg_size_bytes=report.size_bytes,
-            vg_free_bytes=report.free_bytes,
-            extent_bytes=report.extent_bytes,
-            slabs=tuple(slabs),
-        )
-        # The mount table is read after lvs, so a slab mounted in between is seen as mounted.
-        return pool, read_mounts()
+        create = None if create_for_mb is None else (lambda: self._create_volume_group(create_for_mb))
+        snapshot = inventory.read_pool(self.lvm, read_mounts, create_missing=create)
+        return snapshot.pool, snapshot.mounts
 
     def _facts(self, pool: Pool, entries: Sequence[MountEntry]) -> Facts:
-        live = {s.creator for s in pool.slabs if s.state is State.CREATING and host.is_alive(s.creator)}
-        gone = {
-            s.mount_dir
-            for s in pool.slabs
-            if s.state is State.USED and s.mount_dir and not os.path.exists(_owner_path(s.mount_dir))
-        }
-        return Facts(
-            mounted_devices=frozenset(e.device for e in entries),
-            live_creators=frozenset(live),
-            gone_owners=frozenset(gone),
-        )
+        return inventory.gather_facts(pool, entries)
 
     def _create_volume_group(self, size_mb: int) -> None:
-        device = udev.resolve_device(self.config.device)
-        try:
-            mode = os.stat(device).st_mode
-        except OSError as err:
-            raise DeviceRefused(
-                f"volume group {self.config.volume_group} does not exist and device {device} "
-                f"cannot be used to create it: {err.strerror}"
-            ) from err
-        if not stat.S_ISBLK(mode):
-            raise DeviceRefused(f"device {device} is not a block device")
-        size = host.device_size(device)
-        if size_mb * MIB > size:
-            raise BadRequest(f"size_mb {size_mb} is larger than device {device} ({size // MIB} MiB)")
-        found = host.signatures(self.runner, device)
-        if found:
-            raise DeviceRefused(
-                f"volume group {self.config.volume_group} does not exist and device {device} is not blank "
-                f"(it carries {found}); refusing to create it there. Wipe the device if it is meant "
-                f"for slabs, or name another device or volume group in the config"
-            )
-        self.lvm.create_volume_group(device)
-        self.record.note(volume_group_created=device)
+        created_on = volume_group.create_on_blank_device(self.runner, self.lvm, self.config.device, needed_mb=size_mb)
+        self.record.note(volume_group_created=created_on)
 
     def _remove(self, slabs: Sequence[Slab], evicted: Sequence[Slab] = ()) -> None:
         if slabs:
@@ -307,15 +257,6 @@ class Driver:
             self.record.note(discarded=slab.name)
         except CommandFailed:
             pass
-
-
-def _owner_path(mount_dir: str) -> str:
-    """The path whose disappearance means the owning pod is gone for good.
-
-    Kubelet removes a pod's whole dir only when the pod is deleted; the mount dir itself comes
-    and goes between kubelet's retries, so it is used only outside kubelet's layout.
-    """
-    return pod_dir_of(mount_dir) or mount_dir
 
 
 def _pod_of(path: str) -> Optional[str]:

@@ -1,5 +1,6 @@
 """The `ax-vol-plugin` command group. Each subcommand lives in its own module of this package
-and is registered here; exit codes are documented in EXIT_CODES and in the README."""
+and is registered here; the exit codes below are also in `ax-vol-plugin --help` (EPILOG) and
+in the README."""
 
 from __future__ import annotations
 
@@ -9,15 +10,28 @@ import click
 
 from .. import __version__
 from ..config import PATH_ENV
+from .common import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
+from .doctor import doctor
+from .evict import evict
+from .gc import gc
+from .prepare import prepare
+from .status import status
 
-# Exit codes every subcommand keeps to, so that scripts and tools can rely on them.
-EXIT_OK = 0
-EXIT_PROBLEMS = 1  # the command ran and found (or left) something wrong
-EXIT_USAGE = 2  # bad arguments (click's own code for usage errors)
-EXIT_FAILED = 3  # the command could not do its work (config unreadable, LVM failed, lock busy)
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "main", "run"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = """\b
+Exit codes:
+  0  done; or nothing to do
+  1  problems found or left (doctor: a check failed; prepare: the device is not blank)
+  2  bad arguments, or a change not confirmed (no --yes and no terminal, or answered no)
+  3  the command could not do its work (config unreadable, LVM failed, node lock busy)
+
+gc, evict and prepare change the pool: they ask first unless given --yes, and take the driver's
+node lock. status and doctor only read."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(__version__, prog_name="ax-vol-plugin")
 @click.option(
     "--config",
@@ -29,13 +43,11 @@ EXIT_FAILED = 3  # the command could not do its work (config unreadable, LVM fai
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     """Inspect and maintain the ax/vol_plugin slab pool on this node."""
-    ctx.obj = {"config_path": config_path}
+    ctx.ensure_object(dict)["config_path"] = config_path
 
 
-# Registered after `main` and the exit codes exist: the subcommand imports both from here.
-from .doctor import doctor  # noqa: E402
-
-main.add_command(doctor)
+for command in (status, gc, evict, prepare, doctor):
+    main.add_command(command)
 
 
 def run() -> None:

@@ -75,7 +75,15 @@ class LVM:
 
     def create_volume_group(self, device: str) -> None:
         # vgcreate initialises the PV itself; --yes so nothing ever waits on a prompt.
-        self.runner.run(["vgcreate", "--yes", self.vg, device], timeout=self.timeout_s)
+        # --metadatasize: every slab is an LV section of about 1 KiB of metadata text (its
+        # tags include a base64 mount dir), more once its extents fragment, and LVM needs room
+        # for the old and the new copy of the text while it commits a change. The default area
+        # (about 1 MiB) would fill at a few hundred slabs and then every lvcreate and lvchange
+        # fails; 8 MiB holds thousands, costs under 1% of any disk worth pooling, and only the
+        # text in use is ever read or written, so a big area does not slow LVM down.
+        self.runner.run(
+            ["vgcreate", "--yes", "--metadatasize", "8m", self.vg, device], timeout=self.timeout_s
+        )
 
     def create(self, name: str, size_bytes: int, tags: Iterable[str]) -> None:
         argv = [

@@ -103,7 +103,7 @@ def test_volume_group_names(runner, lvm):
 
 def test_create_volume_group(runner, lvm):
     lvm.create_volume_group("/dev/xvdz")
-    assert runner.calls == [["vgcreate", "--yes", "vg-ax", "/dev/xvdz"]]
+    assert runner.calls == [["vgcreate", "--yes", "--metadatasize", "8m", "vg-ax", "/dev/xvdz"]]
 
 
 def test_create_adds_every_tag_in_sorted_order(runner, lvm):

@@ -1,0 +1,117 @@
+"""`ax-vol-plugin gc`: reclaim what a crash or a lost pod left in the pool.
+
+What counts as left over is the driver's own classification (pool.condition over the facts the
+driver gathers), so gc reclaims exactly what the driver's next mount would:
+- a graph slab still tagged used whose mount is gone and whose pod dir kubelet has removed goes
+  back to the pool, tagged as the driver's unmount of its dir would tag it;
+- an anonymous slab in that position, a slab half-made by a call that is dead, and a doomed slab
+  are deleted.
+Nothing mounted, nothing a live call is formatting, and nothing whose tags it cannot read is
+touched. Changes are made under the node lock, from a fresh read of the pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Sequence
+
+import click
+
+from .. import inventory
+from ..pool import Condition, Facts, Kind, Pool, Release, Slab, State, condition, plan_release, state_tags
+from ..system.lvm import LVM
+from .common import confirm, fail, load_config, locked, mib, now, read, runner_of
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    slab: Slab
+    action: str  # "free": back to the pool; "delete": lvremove
+    why: str
+
+    @property
+    def key(self):
+        return (self.slab.name, self.action)
+
+
+def plan(pool: Pool, facts: Facts, threshold: float) -> List[Step]:
+    steps = []
+    for slab in pool.slabs:
+        found = condition(slab, facts)
+        if found is Condition.ORPHAN:
+            gone = inventory.owner_path(slab.mount_dir or "")
+            why = f"in use by {slab.mount_dir}, not mounted, and {gone} is gone"
+            # As the driver's unmount of a dir whose slab is not mounted: nothing to measure.
+            action = "free" if plan_release(slab, None, threshold) is Release.KEEP else "delete"
+            steps.append(Step(slab, action, why))
+        elif found is Condition.GARBAGE:
+            if slab.state is State.DOOMED:
+                why = "doomed: over the usage threshold when its pod ended"
+            elif slab.state is State.CREATING:
+                why = f"half-made by a call that is no longer alive ({slab.creator or 'unknown'})"
+            elif slab.kind is Kind.ANONYMOUS:
+                why = f"anonymous, its pod is gone ({inventory.owner_path(slab.mount_dir or '')})"
+            else:
+                why = "garbage"
+            steps.append(Step(slab, "delete", why))
+    return steps
+
+
+def released(slab: Slab, at: int) -> Slab:
+    """The slab as the driver's unmount leaves a kept, unmeasured slab: free since `at`."""
+    return dataclasses.replace(
+        slab, state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=at, usage_permille=None
+    )
+
+
+def describe(step: Step) -> str:
+    verb = "free" if step.action == "free" else "delete"
+    return f"{verb} {step.slab.name} ({mib(step.slab.size_bytes)} {step.slab.fs_type}): {step.why}"
+
+
+def apply(lvm: LVM, steps: Sequence[Step], at: int) -> List[str]:
+    done = []
+    for step in steps:
+        if step.action == "free":
+            lvm.retag(step.slab.name, add=state_tags(released(step.slab, at)), delete=state_tags(step.slab))
+            done.append(f"freed {step.slab.name}: back in the pool")
+    doomed = [s.slab.name for s in steps if s.action == "delete"]
+    if doomed:
+        lvm.remove(doomed)
+        done += [f"deleted {name}" for name in doomed]
+    return done
+
+
+@click.command(short_help="Reclaim what crashes and deleted pods left.")
+@click.option("--dry-run", is_flag=True, help="List what would be reclaimed; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool, yes: bool) -> None:
+    """Reclaim slabs left by crashes and deleted pods (as the driver's next mount would)."""
+    config = load_config(ctx)
+    lvm = LVM(runner_of(ctx), config.volume_group, config.command_timeout_s)
+    snapshot = read(lvm)
+    if snapshot.pool is None:
+        click.echo(f"volume group {config.volume_group} does not exist; nothing to reclaim")
+        return
+    steps = plan(snapshot.pool, inventory.gather_facts(snapshot.pool, snapshot.mounts), config.usage_threshold)
+    if not steps:
+        click.echo("nothing to reclaim")
+        return
+    for step in steps:
+        click.echo(("would " if dry_run else "") + describe(step))
+    if dry_run:
+        return
+    confirm(f"Reclaim these {len(steps)} slab(s)?", yes)
+    listed = {step.key for step in steps}
+    with locked(config):
+        # Read again under the lock: a pod may have claimed a slab since it was listed.
+        fresh = read(lvm)
+        if fresh.pool is None:
+            fail(f"volume group {config.volume_group} disappeared; nothing changed")
+        now_steps = plan(fresh.pool, inventory.gather_facts(fresh.pool, fresh.mounts), config.usage_threshold)
+        todo = [step for step in now_steps if step.key in listed]
+        for name in sorted({s.slab.name for s in steps} - {s.slab.name for s in todo}):
+            click.echo(f"left {name} alone: it changed since it was listed")
+        for line in apply(lvm, todo, now()):  # an LVM failure ends it in one line (locked)
+            click.echo(line)

@@ -1,0 +1,83 @@
+"""`ax-vol-plugin prepare`: the volume group on a blank device, by the driver's own function."""
+
+from __future__ import annotations
+
+import pytest
+
+from flexdriver import volume_group
+from flexdriver.admin.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
+from flexdriver.system import lvm as lvm_module
+from flexdriver.volume_group import check_blank_device
+
+from .simulated import VG
+
+
+@pytest.fixture
+def blank(node, monkeypatch):
+    """No volume group yet; every path counts as a block device (the unit tests have none)."""
+    node.has_vg = False
+    monkeypatch.setattr(volume_group.stat, "S_ISBLK", lambda mode: True)
+    return node
+
+
+def test_a_blank_device_gets_the_volume_group_under_the_lock(blank, invoke, tmp_path):
+    device = str(tmp_path)
+    result = invoke("prepare", "--device", device, "--yes")
+    assert result.exit_code == EXIT_OK, result.stderr
+    blkid = ["blkid", "-p", "-o", "export", device]
+    vgcreate = ["vgcreate", "--yes", "--metadatasize", "8m", VG, device]
+    assert [argv for argv in blank.calls if argv[0] in ("blkid", "vgcreate")] == [blkid, blkid, vgcreate]
+    assert blank.locked[blank.calls.index(vgcreate)] is True
+    assert result.stdout.splitlines()[0] == f"created volume group {VG} on {device} (8 GiB)"
+    assert "note: the config names device /dev/xvdz" in result.stdout
+
+
+def test_a_device_with_a_signature_is_refused_naming_what_is_on_it(blank, invoke, tmp_path):
+    blank.signatures = "TYPE=ext4\nUUID=1234\n"
+    result = invoke("prepare", "--device", str(tmp_path), "--yes")
+    assert result.exit_code == EXIT_PROBLEMS
+    assert result.stderr == (
+        f"ax-vol-plugin: volume group {VG} does not exist and device {tmp_path} is not blank (it carries type ext4); "
+        "refusing to create it there. Wipe the device if it is meant for slabs, or name another device or "
+        "volume group in the config\n"
+    )
+    assert "vgcreate" not in blank.programs()
+
+
+def test_something_that_is_not_a_block_device_is_refused(node, invoke, tmp_path):
+    node.has_vg = False
+    result = invoke("prepare", "--device", str(tmp_path / "nothing"), "--yes")
+    assert result.exit_code == EXIT_PROBLEMS and "cannot be used to create it: No such file or directory" in result.stderr
+    (tmp_path / "file").write_text("")
+    result = invoke("prepare", "--device", str(tmp_path / "file"), "--yes")
+    assert result.stderr == f"ax-vol-plugin: device {tmp_path / 'file'} is not a block device\n"
+    assert "vgcreate" not in node.programs()
+
+
+def test_an_existing_volume_group_is_left_as_it_is(node, invoke, tmp_path):
+    result = invoke("prepare", "--device", str(tmp_path), "--yes")
+    assert (result.exit_code, result.stdout) == (EXIT_OK, f"volume group {VG} already exists; nothing to do\n")
+    assert node.programs() == ["lvs", "vgs"]
+
+
+def test_without_yes_and_no_terminal_it_refuses_before_touching_anything(blank, invoke, tmp_path):
+    result = invoke("prepare", "--device", str(tmp_path))
+    assert result.exit_code == EXIT_USAGE and "without --yes" in result.stderr
+    assert "vgcreate" not in blank.programs()
+
+
+def test_the_device_defaults_to_the_configs(blank, invoke, tmp_path):
+    conf = tmp_path / "vol_plugin.conf"
+    conf.write_text(conf.read_text() + f"device = {tmp_path}\n")
+    invoke("prepare", "--yes")
+    assert [argv for argv in blank.calls if argv[0] == "vgcreate"] == [
+        ["vgcreate", "--yes", "--metadatasize", "8m", VG, str(tmp_path)]
+    ]
+
+
+def test_the_driver_and_prepare_share_the_check(node, tmp_path):
+    # The driver's unit tests cover its side; here the function itself refuses the same way.
+    from flexdriver.errors import DeviceRefused
+
+    with pytest.raises(DeviceRefused, match="is not a block device"):
+        check_blank_device(node, lvm_module.LVM(node, VG), str(tmp_path))
