@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Callable, Optional
 
 ENV = "AX_VOL_PLUGIN_FAILPOINTS"
 _ARMED = frozenset(name for name in os.environ.get(ENV, "").split(",") if name)
 # Long enough for the child to have started its real work, short enough that it has not finished.
-DURING_DELAY_S = 0.3
+DURING_DELAY_S = 0.15
 
 
 def hit(name: str) -> None:
@@ -29,8 +30,11 @@ def hit(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def during(program: str) -> None:
-    """Called by the runner right after it started `program` (a base name)."""
+def during(program: str, still_running: Callable[[], Optional[int]]) -> None:
+    """Called by the runner right after it started `program` (a base name); `still_running` is
+    the child's poll(). Dies only if the child is still at work, so a test that asked for a
+    kill half-way through gets exactly that, or sees the call finish and knows."""
     if _ARMED and f"during-{program}" in _ARMED:
         time.sleep(DURING_DELAY_S)
-        hit(f"during-{program}")
+        if still_running() is None:
+            hit(f"during-{program}")

@@ -21,7 +21,7 @@ from .launch import REPO, boot, make_disks
 from .realkernel_suite import DISKS_MB
 
 REPORT = os.path.join(REPO, "docs", "reliability.md")
-TIMEOUT_S = {"short": 1500, "full": 3600}
+TIMEOUT_S = {"short": 3300, "full": 7200}  # generous: the machine may be shared
 COLUMNS = [
     ("trials", "trials"), ("failures", "failures (target 0)"), ("leaked", "leaked slabs (0)"),
     ("double_mounts", "double mounts (0)"), ("max_retries", "most kubelet retries to recover (<= 2)"),
