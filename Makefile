@@ -7,8 +7,9 @@ PYTHON  := $(VENV)/bin/python
 APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace \
             docker.io apparmor busybox-static lintian inotify-tools prometheus
 STAMP   := $(VENV)/.deps-installed
+RELIABILITY_LEVEL ?= full
 
-.PHONY: deps build deb test unit realkernel lint demo clean
+.PHONY: deps build deb test unit realkernel reliability lint demo clean
 
 $(STAMP): requirements-test.txt
 	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
@@ -40,6 +41,9 @@ unit: $(STAMP)
 
 realkernel: $(STAMP) build
 	$(PYTHON) -m tests.vm.realkernel_suite
+
+reliability: $(STAMP) build
+	$(PYTHON) -m tests.vm.reliability_suite --level $(RELIABILITY_LEVEL)
 
 test: lint unit realkernel
 

@@ -74,7 +74,22 @@ class Driver:
         self.record.note(
             pod=request.pod_uid or None, size_mb=want.size_mb, fs=want.fs_type, type=want.kind.value, scope=want.scope
         )
+        discarded = []
+        while True:
+            try:
+                return self._mount_once(request, want, path)
+            except _WarmSlabUnusable as unusable:
+                # A warm slab holds only cache: one that cannot be mounted is deleted and the
+                # same call goes on with the next choice (another warm slab, or a new one).
+                discarded.append(f"{unusable.slab.name}: {unusable.reason}")
+                self.record.note(discarded_warm=discarded)
+                if len(discarded) >= MAX_WARM_FALLBACKS:
+                    raise DriverError(
+                        f"{len(discarded)} warm slabs in a row could not be mounted and were deleted "
+                        f"({'; '.join(discarded)}); retry"
+                    ) from None
 
+    def _mount_once(self, request: MountRequest, want: Want, path: str) -> str:
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=want.size_mb)
             self.record.saw(pool)
@@ -101,11 +116,20 @@ class Driver:
             self._retag(slab, formatted)  # our own CREATING slab: no decision, so no lock needed
             slab = formatted
             failpoints.hit("mount-after-format-tag")
+        elif plan.action is Action.REUSE:
+            problem = filesystems.superblock_problem(device, slab.fs_type)
+            if problem is not None:
+                self._discard(slab)
+                raise _WarmSlabUnusable(slab, problem)
+        failpoints.hit("mount-before-mount")
         try:
             self.mounter.mount(device, path, slab.fs_type, request.read_only)
-        except CommandFailed:
-            if plan.action is not Action.RESUME:
-                self._discard(slab)  # empty or cache only: a fresh slab on retry beats a loop
+        except CommandFailed as err:
+            if plan.action is Action.RESUME:
+                raise  # the pod's own data: never deleted for a failed mount
+            self._discard(slab)  # empty or cache only: a fresh slab beats a loop
+            if plan.action is Action.REUSE:
+                raise _WarmSlabUnusable(slab, str(err)) from err
             raise
         failpoints.hit("mount-after-mount")
         return f"mounted slab {slab.name} ({self.record.fields['decision']}) on {path}"
@@ -125,6 +149,7 @@ class Driver:
                 usage_permille=None,
             )
             self._retag(slab, claimed)
+            failpoints.hit("mount-after-claim")
             self.record.note(decision="reused warm slab", warm_since=slab.released_at)
             if not slab.active:
                 self.lvm.activate(slab.name)
@@ -181,12 +206,13 @@ class Driver:
                 self.record.note(slab=slab.name, type=slab.kind.value)
                 usage = filesystems.measure(path, slab.device)
                 self.record.note(usage=round(usage, 4))
+                failpoints.hit("unmount-after-measure")
                 decision = plan_release(slab, usage, self.config.usage_threshold)
                 if decision is Release.DELETE and slab.state is not State.DOOMED:
                     # Recorded before the umount: a retry after a crash here must not mistake
                     # an unmounted, over-full slab for one that may go back to the pool.
                     slab = self._retag(slab, dataclasses.replace(slab, state=State.DOOMED))
-                failpoints.hit("unmount-after-measure")
+                    failpoints.hit("unmount-after-doomed-tag")
                 self.mounter.unmount(path)
                 failpoints.hit("unmount-after-umount")
             else:
@@ -206,7 +232,9 @@ class Driver:
                 else:
                     decision = plan_release(slab, None, self.config.usage_threshold)
             if decision is Release.DELETE:
+                failpoints.hit("unmount-before-delete")
                 self.lvm.remove([slab.name])
+                failpoints.hit("unmount-after-delete")
                 self.record.note(decision="deleted slab")
                 return f"unmounted {path}; deleted slab {slab.name}"
             self._retag(
@@ -216,6 +244,7 @@ class Driver:
                     usage_permille=None if usage is None else round(usage * 1000),
                 ),
             )
+            failpoints.hit("unmount-after-keep-tag")
             self.record.note(decision="kept slab")
             return f"unmounted {path}; slab {slab.name} kept for the next pod"
 
@@ -257,6 +286,20 @@ class Driver:
             self.record.note(discarded=slab.name)
         except CommandFailed:
             pass
+
+
+# A warm slab that cannot be mounted is deleted and the next choice tried; a pool full of broken
+# slabs (a failing device, a broken mount) must still end the call.
+MAX_WARM_FALLBACKS = 3
+
+
+class _WarmSlabUnusable(Exception):
+    """A reused warm slab turned out unusable and has been discarded."""
+
+    def __init__(self, slab: Slab, reason: str) -> None:
+        super().__init__(reason)
+        self.slab = slab
+        self.reason = reason
 
 
 def _pod_of(path: str) -> Optional[str]:

@@ -7,7 +7,9 @@
   kubelet by keeping its pipes open;
 - each child is killed if the driver dies (PR_SET_PDEATHSIG), so a SIGKILLed call never leaves
   an mkfs running under the call that retries it;
-- a timeout on everything, and one error type carrying argv, exit code and stderr.
+- a timeout on everything; a command that times out is killed with its whole process group, so
+  no grandchild it started (a helper, a wrapper's sleep) keeps our pipes open and hangs the call;
+- one error type carrying argv, exit code and stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import time
 from typing import Callable, Deque, Dict, List, Optional, Sequence
 
+from .. import failpoints
 from ..errors import CommandFailed, CommandTimedOut
 
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -30,6 +33,7 @@ CHILD_ENV = {
     "LVM_SUPPRESS_FD_WARNINGS": "1",
 }
 DEFAULT_TIMEOUT_S = 120.0
+KILL_GRACE_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,14 +84,16 @@ class Runner:
                 cwd="/",
                 close_fds=True,
                 preexec_fn=_die_with_parent,
+                # Its own process group (and session), so a timeout can kill whatever it started.
+                start_new_session=True,
             )
         except OSError as err:
             raise CommandFailed(full, 127, "", f"cannot run: {err.strerror}") from err
+        failpoints.during(os.path.basename(full[0]), proc.poll)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+            out, err = _kill_group(proc)
             result = Completed(full, -9, _text(out), _text(err), time.monotonic() - started)
             self.history.append(result)
             raise CommandTimedOut(full, -9, result.stderr, f"no answer after {timeout:g} s") from None
@@ -96,6 +102,25 @@ class Runner:
         if proc.returncode not in ok_codes:
             raise CommandFailed(full, proc.returncode, result.stderr)
         return result
+
+
+def _kill_group(proc: subprocess.Popen):
+    """Kill a timed-out child and everything in its process group; collect what it wrote.
+
+    A grandchild that left the group could still hold the pipes: after a short wait the pipes
+    are closed instead of waited on, so the call ends either way."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+    try:
+        return proc.communicate(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return b"", b""
 
 
 def _text(data: bytes) -> str:

@@ -54,6 +54,12 @@ def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session", autouse=True)
 def vm_node():
+    yield prepare_node()
+
+
+def prepare_node() -> dict:
+    """Prove this is the run's VM with the run's disks, then set the node up as an admin would.
+    Also used by tests/reliability, outside pytest (pytest.exit then raises pytest.exit.Exception)."""
     manifest = _manifest()
     _check_devices(manifest)
     # The node's own disk: kubelet's dir lives here, so pods' dirs survive the reboot.
@@ -67,7 +73,7 @@ def vm_node():
     with open(CONFIG_PATH, "w") as handle:
         handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
     _sh(f"{REPO}/install/install.sh", "--plugin-dir", node.PLUGIN_DIR, "--driver", f"{REPO}/dist/vol_plugin")
-    yield manifest
+    return manifest
 
 
 def wipe_pool() -> None:

@@ -42,6 +42,8 @@ class SimulatedNode:
         self.locked: list = []  # per call: was the node lock held while it ran
         self.failing: set = set()
         self.waited: list = []  # device nodes the driver waited for before mkfs or mount
+        self.failing_mounts: set = set()  # devices whose mount fails (a broken filesystem)
+        self.broken_superblocks: set = set()  # devices whose superblock check finds a problem
         self.usage = 0.0
         self._minors = itertools.count()
 
@@ -126,6 +128,8 @@ class SimulatedNode:
 
     def _mount(self, argv):
         source, mount_point = argv[-2], argv[-1]
+        if source in self.failing_mounts:
+            raise CommandFailed(argv, 32, f"mount: {mount_point}: wrong fs type, bad superblock on {source}")
         (name,) = [n for n in self.volumes if dm_path(VG, n) == source]
         self.mounts.append(MountEntry(mount_point, self.volumes[name]["device"], argv[2], source))
 
@@ -139,6 +143,10 @@ def node(tmp_path, monkeypatch):
     sim = SimulatedNode(lock_path=str(tmp_path / "run" / "lock"))
     monkeypatch.setattr(driver_module, "read_mounts", lambda: list(sim.mounts))
     monkeypatch.setattr(filesystems, "measure", lambda mount_point, device: sim.usage)
+    monkeypatch.setattr(
+        filesystems, "superblock_problem",
+        lambda device, fs_type: "simulated bad superblock" if device in sim.broken_superblocks else None,
+    )
     return sim
 
 
@@ -221,6 +229,55 @@ def test_mount_reuses_the_warmest_free_slab_without_mkfs(tmp_path, node):
     ]
     assert node.calls[2][-2:] == [dm_path(VG, "slab-warm"), path]
     assert message == f"mounted slab slab-warm (reused warm slab) on {path}"
+
+
+def test_a_warm_slab_with_a_bad_superblock_is_deleted_and_the_next_one_used(tmp_path, node):
+    node.add(seeded("slab-cold", State.FREE, 1, released_at=100))
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    node.broken_superblocks.add(dm_path(VG, "slab-warm"))
+    path = pod_volume_dir(tmp_path)
+    driver = make_driver(tmp_path, node)
+    message = driver.mount(request_for(path))
+
+    assert node.programs() == ["lvs", "lvchange", "lvchange", "lvremove", "lvs", "lvchange", "mount"]
+    assert node.calls[3] == ["lvremove", "--yes", f"{VG}/slab-warm"]
+    assert set(node.volumes) == {"slab-cold"}
+    assert message == f"mounted slab slab-cold (reused warm slab) on {path}"
+    assert driver.record.fields["discarded_warm"] == ["slab-warm: simulated bad superblock"]
+
+
+def test_a_warm_slab_that_fails_to_mount_is_deleted_and_a_new_slab_made_in_the_same_call(tmp_path, node):
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    node.failing_mounts.add(dm_path(VG, "slab-warm"))
+    path = pod_volume_dir(tmp_path)
+    message = make_driver(tmp_path, node).mount(request_for(path))
+
+    assert node.programs() == [
+        "lvs", "lvchange", "mount", "lvchange", "lvremove", "lvs", "vgs", "lvcreate", "mkfs.ext4", "lvchange", "mount",
+    ]
+    (name,) = node.volumes
+    assert name != "slab-warm"
+    assert message == f"mounted slab {name} (created new slab) on {path}"
+
+
+def test_warm_fallbacks_are_bounded(tmp_path, node):
+    for minor in range(1, 6):
+        node.add(seeded(f"slab-{minor}", State.FREE, minor, released_at=100 + minor))
+        node.broken_superblocks.add(dm_path(VG, f"slab-{minor}"))
+    with pytest.raises(DriverError, match="3 warm slabs in a row could not be mounted"):
+        make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    assert set(node.volumes) == {"slab-1", "slab-2"}
+    assert node.mounts == []
+
+
+def test_a_failed_mount_of_the_dirs_own_slab_never_deletes_it(tmp_path, node):
+    path = pod_volume_dir(tmp_path)
+    node.add(seeded("slab-mine", State.USED, 1, mount_dir=path, uid=UID))
+    node.failing_mounts.add(dm_path(VG, "slab-mine"))
+    with pytest.raises(CommandFailed, match="bad superblock"):
+        make_driver(tmp_path, node).mount(request_for(path))
+    assert node.programs() == ["lvs", "mount"]
+    assert set(node.volumes) == {"slab-mine"}
 
 
 def test_mount_after_a_reboot_resumes_the_dirs_own_slab(tmp_path, node):

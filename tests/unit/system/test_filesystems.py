@@ -60,3 +60,37 @@ def test_measure_returns_the_df_usage_of_the_matching_device(tmp_path):
 def test_measure_of_a_missing_dir_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         filesystems.measure(str(tmp_path / "gone"), (0, 0))
+
+
+def ext4_image(path, state: int = 1, magic: int = 0xEF53):
+    image = bytearray(8192)
+    image[1024 + 0x38:1024 + 0x3C] = magic.to_bytes(2, "little") + state.to_bytes(2, "little")
+    path.write_bytes(bytes(image))
+    return str(path)
+
+
+def test_a_clean_ext4_superblock_has_no_problem(tmp_path):
+    assert filesystems.superblock_problem(ext4_image(tmp_path / "slab"), "ext4") is None
+
+
+def test_an_ext4_marked_with_errors_is_a_problem(tmp_path):
+    problem = filesystems.superblock_problem(ext4_image(tmp_path / "slab", state=1 | 2), "ext4")
+    assert problem is not None and "errors" in problem
+
+
+def test_a_missing_ext4_superblock_is_a_problem(tmp_path):
+    problem = filesystems.superblock_problem(ext4_image(tmp_path / "slab", magic=0), "ext4")
+    assert problem is not None and "no ext4 superblock" in problem
+
+
+def test_xfs_is_checked_by_its_magic(tmp_path):
+    good = tmp_path / "good"
+    good.write_bytes(b"XFSB" + bytes(4092))
+    bad = tmp_path / "bad"
+    bad.write_bytes(bytes(4096))
+    assert filesystems.superblock_problem(str(good), "xfs") is None
+    assert "no xfs superblock" in filesystems.superblock_problem(str(bad), "xfs")
+
+
+def test_an_unreadable_device_is_a_problem(tmp_path):
+    assert "cannot read" in filesystems.superblock_problem(str(tmp_path / "missing"), "ext4")

@@ -63,6 +63,30 @@ def test_timeout_kills_the_child():
     assert isinstance(caught.value, CommandFailed)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_timeout_kills_the_childs_whole_process_group_so_no_grandchild_holds_the_pipes(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    # The shell starts a grandchild that inherits stdout and stderr, then waits for it.
+    argv = ["/bin/sh", "-c", f"/bin/sleep 30 & echo $! > {pidfile}; wait"]
+    started = time.monotonic()
+    with pytest.raises(CommandTimedOut):
+        Runner().run(argv, timeout=0.5)
+    assert time.monotonic() - started < 4
+    grandchild = int(pidfile.read_text())
+    for _ in range(50):
+        if not _alive(grandchild):
+            break
+        time.sleep(0.05)
+    assert not _alive(grandchild), "the timed-out command's grandchild outlived it"
+
+
 def test_history_keeps_the_last_twenty_commands_including_failures():
     runner = Runner()
     for _ in range(21):

@@ -1,0 +1,102 @@
+"""Faults from below the driver, made for real inside the VM and always undone.
+
+- A system tool replaced by a script that fails or hangs. /usr is a throw-away overlay in the
+  VM; the driver looks in /usr/sbin first (runner.SEARCH_PATH), so a script there takes the
+  place of the real tool for the driver, and is removed (the real one put back) afterwards.
+- A device that goes away: a device-mapper linear map over the spare disk, switched to an error
+  table (every read and write fails, as when a disk drops off the bus), and back.
+- The node config rewritten (small command timeout) and restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from tests.realkernel import node
+from tests.realkernel.conftest import CONFIG_PATH, SCRATCH
+
+SBIN = "/usr/sbin"
+HANG_MARKER = "3597"  # the wrapper's sleep, so the checker can tell it from any other sleep
+
+FAIL_SCRIPT = """#!/bin/sh
+echo "{tool}: simulated failure: Input/output error on the scratch disk" >&2
+exit 5
+"""
+# The sleep is a grandchild of the driver holding its pipes: only killing the whole process
+# group of the timed-out command ends it.
+HANG_SCRIPT = f"""#!/bin/sh
+/bin/sleep {HANG_MARKER} &
+wait
+"""
+
+
+@contextlib.contextmanager
+def replaced_tool(tool: str, script: str):
+    target = os.path.join(SBIN, tool)
+    saved = os.path.join(SBIN, f".{tool}.real")
+    had_real = os.path.lexists(target)
+    if had_real:
+        os.rename(target, saved)
+    try:
+        with open(target, "w") as handle:
+            handle.write(script.format(tool=tool))
+        os.chmod(target, 0o755)
+        yield
+    finally:
+        os.unlink(target)
+        if had_real:
+            os.rename(saved, target)
+
+
+def failing(tool: str):
+    return replaced_tool(tool, FAIL_SCRIPT)
+
+
+def hanging(tool: str):
+    return replaced_tool(tool, HANG_SCRIPT)
+
+
+def write_config(**settings) -> None:
+    lines = ["[vol_plugin]", f"device = {settings.pop('device', SCRATCH)}"]
+    lines += [f"{key} = {value}" for key, value in settings.items()]
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def config(**settings):
+    write_config(**settings)
+    try:
+        yield
+    finally:
+        write_config()
+
+
+class FragileDevice:
+    """/dev/mapper/<name>: the spare disk through a linear map that can be made to fail."""
+
+    def __init__(self, backing: str, name: str = "ax-fragile") -> None:
+        self.backing = backing
+        self.name = name
+        self.path = f"/dev/mapper/{name}"
+        with open(f"/sys/block/{os.path.basename(backing)}/size") as handle:
+            self.sectors = int(handle.read())
+
+    def create(self) -> None:
+        node.run("dmsetup", "create", self.name, "--table", f"0 {self.sectors} linear {self.backing} 0")
+        node.run("udevadm", "settle", check=False)
+
+    def _swap(self, table: str) -> None:
+        node.run("dmsetup", "suspend", "--noflush", self.name, check=False)
+        node.run("dmsetup", "load", self.name, "--table", table)
+        node.run("dmsetup", "resume", self.name)
+
+    def vanish(self) -> None:
+        self._swap(f"0 {self.sectors} error")
+
+    def come_back(self) -> None:
+        self._swap(f"0 {self.sectors} linear {self.backing} 0")
+
+    def remove(self) -> None:
+        node.run("dmsetup", "remove", "--force", self.name, check=False)
