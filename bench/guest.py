@@ -117,7 +117,7 @@ def bench_init(results: dict) -> None:
 def count_commands(argv) -> dict:
     """The programs the driver runs for one call, from strace's execve log."""
     out = tempfile.mktemp(prefix="bench-strace-")
-    done = subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-o", out, *argv],
+    done = subprocess.run(["strace", "-f", "-qq", "-s", "512", "-e", "trace=execve", "-o", out, *argv],
                           capture_output=True, env=node.KUBELET_ENV)
     assert b'"Success"' in done.stdout, done.stdout
     programs = []
@@ -127,8 +127,8 @@ def count_commands(argv) -> dict:
             if found and line.rstrip().endswith("= 0"):
                 programs.append(os.path.basename(found.group(2)))
     os.unlink(out)
-    # The first execs are the driver itself (env, then python3).
-    while programs and programs[0] in ("vol_plugin", "env", "python3"):
+    # The first execs are the driver itself (its own path, then env's python3).
+    while programs and (programs[0] in ("env", "python3") or programs[0] == os.path.basename(argv[0])):
         programs.pop(0)
     return {"programs": programs, "lvm": sum(1 for p in programs if p in LVM_PROGRAMS)}
 
@@ -276,7 +276,7 @@ def bench_scale(kubelet: Kubelet, results: dict) -> None:
         missing = level - len(node.slabs())
         if missing > 0:
             log(f"scale: adding {missing} slabs")
-            add_fillers(missing, fillers)
+            results["timings"][f"scale: {missing} slabs made"] = add_fillers(missing, fillers)
             fillers += missing
         assert len(node.slabs()) == level, len(node.slabs())
         mounts, unmounts = [], []
