@@ -1,5 +1,6 @@
 # make demo   boot a real kernel, install the driver, play kubelet for a series of pods
 # make test   unit tests, then the real-kernel suite (two VM boots, ~10 minutes)
+# make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)
 # make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv
 
 VENV    := .venv
@@ -9,7 +10,7 @@ APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod 
 STAMP   := $(VENV)/.deps-installed
 RELIABILITY_LEVEL ?= full
 
-.PHONY: deps build deb test unit realkernel reliability lint demo clean
+.PHONY: deps build deb test unit realkernel reliability lint demo bench clean
 
 $(STAMP): requirements-test.txt
 	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
@@ -49,6 +50,9 @@ test: lint unit realkernel
 
 demo: $(STAMP) build
 	$(PYTHON) -m demo.run
+
+bench: $(STAMP) build
+	$(PYTHON) -m bench.host
 
 clean:
 	rm -rf dist .vm

@@ -1,18 +1,29 @@
-"""LVM through its JSON reports: one `lvs` gives the whole pool; changes are single commands."""
+"""LVM through its reports: one `lvs` gives the whole pool; changes are single commands.
+
+The pool's report and tag changes go through one `lvm` shell per call (lvm_shell.py) when the
+runner is the real one: one LVM process per warm mount instead of two. What the shell cannot
+settle (an empty report, tags that did not come back as asked) is decided by the single
+commands, as before.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..errors import CommandFailed
+from .lvm_shell import LVMShell, ShellUnavailable
 from .runner import Runner
 
 REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
 LV_FIELDS = "lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor"
 VG_FIELDS = "vg_name,vg_size,vg_free,vg_extent_size"
 LVM_TIMEOUT_S = 120.0
+# The same report in the shell, where --reportformat is the shell's, not the command's: plain
+# rows, fields in LV_FIELDS order after VG_FIELDS, joined by a character LVM allows in no name or tag.
+SEPARATOR = "|"
+SHELL_REPORT = ["--noheadings", "--units", "b", "--nosuffix", "--separator", SEPARATOR]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +50,22 @@ def dm_path(volume_group: str, name: str) -> str:
 
 
 class LVM:
-    def __init__(self, runner: Runner, volume_group: str, timeout_s: float = LVM_TIMEOUT_S) -> None:
+    def __init__(
+        self, runner: Runner, volume_group: str, timeout_s: float = LVM_TIMEOUT_S, shell: Optional[LVMShell] = None
+    ) -> None:
         self.runner = runner
         self.vg = volume_group
         self.timeout_s = timeout_s
+        # Only with the real runner: a test's fake runner sees every command as a single one.
+        if shell is None and isinstance(runner, Runner):
+            shell = LVMShell(runner, timeout_s)
+        self.shell = shell
 
     def report(self) -> Optional[VolumeGroupReport]:
         """The volume group and all its LVs, or None when the volume group does not exist."""
+        found = self._report_in_shell()
+        if found is not None:
+            return found
         try:
             result = self.runner.run(
                 ["lvs", *REPORT, "-o", f"{VG_FIELDS},{LV_FIELDS}", self.vg], timeout=self.timeout_s
@@ -61,13 +81,31 @@ class LVM:
         else:  # no LVs yet: lvs has no row to carry the VG's fields
             listing = self.runner.run(["vgs", *REPORT, "-o", VG_FIELDS, self.vg], timeout=self.timeout_s)
             vg_row = _rows(listing.stdout, "vg")[0]
-        return VolumeGroupReport(
-            name=vg_row["vg_name"],
-            size_bytes=int(vg_row["vg_size"]),
-            free_bytes=int(vg_row["vg_free"]),
-            extent_bytes=int(vg_row["vg_extent_size"]),
-            volumes=tuple(_volume(row) for row in rows),
-        )
+        return _volume_group(vg_row, rows)
+
+    def _report_in_shell(self) -> Optional[VolumeGroupReport]:
+        """The report from the shell when it has rows; None leaves it to the single commands
+        (an empty volume group, a missing one, an error: lvs says which by its exit status)."""
+        if self.shell is None:
+            return None
+        fields = f"{VG_FIELDS},{LV_FIELDS}".split(",")
+        try:
+            result = self.shell.run(["lvs", *SHELL_REPORT, "-o", ",".join(fields), self.vg])
+        except ShellUnavailable:
+            return None
+        rows = []
+        for line in result.report.splitlines():
+            values = [value.strip() for value in line.strip().split(SEPARATOR)]
+            if line.strip() and len(values) != len(fields):
+                return None  # not the report asked for: let lvs itself answer
+            if line.strip():
+                rows.append(dict(zip(fields, values)))
+        if not rows:
+            return None
+        try:
+            return _volume_group(rows[0], rows)
+        except (KeyError, ValueError):
+            return None
 
     def volume_group_names(self) -> List[str]:
         result = self.runner.run(["vgs", *REPORT, "-o", "vg_name"], timeout=self.timeout_s)
@@ -102,8 +140,35 @@ class LVM:
             argv += ["--deltag", tag]
         for tag in sorted(add - delete):
             argv += ["--addtag", tag]
-        if len(argv) > 1:
-            self.runner.run(argv + [f"{self.vg}/{name}"], timeout=self.timeout_s)
+        if len(argv) == 1:
+            return
+        target = f"{self.vg}/{name}"
+        if not self._retag_in_shell(argv + [target], target, add, delete):
+            self.runner.run(argv + [target], timeout=self.timeout_s)
+
+    def _retag_in_shell(self, argv: List[str], target: str, add: Set[str], delete: Set[str]) -> bool:
+        """True when the shell made the change, as the LV's tags read back afterwards show.
+        False when it did nothing (the single command runs instead); raises when it ran the
+        change and the tags did not come back as asked."""
+        if self.shell is None:
+            return False
+        try:
+            change = self.shell.run(argv)
+        except ShellUnavailable:
+            return False
+        try:
+            check = self.shell.run(["lvs", *SHELL_REPORT, "-o", "lv_tags", target])
+        except ShellUnavailable:
+            check = None
+        if check is not None and check.report.strip():
+            tags = set(check.report.strip().split(","))
+            if add <= tags and not (delete - add) & tags:
+                return True
+        if check is None or not change.stderr:
+            # Unknown whether the change happened: add/delete of tags is idempotent, so the
+            # single command settles it with a real exit status.
+            return False
+        raise CommandFailed(argv, 5, change.stderr)
 
     def activate(self, name: str) -> None:
         self.runner.run(["lvchange", "--activate", "y", f"{self.vg}/{name}"], timeout=self.timeout_s)
@@ -119,6 +184,16 @@ def _rows(stdout: str, kind: str) -> List[Dict[str, str]]:
         return [row for section in report for row in section.get(kind, [])]
     except (ValueError, KeyError, TypeError) as err:
         raise CommandFailed(["lvm report"], 0, "", f"unreadable LVM JSON report: {err}") from err
+
+
+def _volume_group(vg_row: Dict[str, str], rows: List[Dict[str, str]]) -> VolumeGroupReport:
+    return VolumeGroupReport(
+        name=vg_row["vg_name"],
+        size_bytes=int(vg_row["vg_size"]),
+        free_bytes=int(vg_row["vg_free"]),
+        extent_bytes=int(vg_row["vg_extent_size"]),
+        volumes=tuple(_volume(row) for row in rows),
+    )
 
 
 def _volume(row: Dict[str, str]) -> LogicalVolume:

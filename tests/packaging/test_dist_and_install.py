@@ -29,16 +29,21 @@ def test_every_module_is_python_3_9_syntax():
             ast.parse(handle.read(), filename=path, feature_version=(3, 9))
 
 
-def test_dist_is_one_executable_zip_of_sources_only(dist):
+def test_dist_is_one_executable_zip_of_sources_and_their_byte_code(dist):
     assert os.access(dist, os.X_OK)
     with open(dist, "rb") as handle:
         assert handle.readline() == b"#!/usr/bin/env -S python3 -I -S\n"
     names = zipfile.ZipFile(dist).namelist()
     assert "__main__.py" in names and "flexdriver/driver.py" in names
-    # Sources only, plus the vendored packages' metadata and licences (packaging/vendor-driver.txt).
-    assert all(name.endswith((".py", "/")) or name.split("/")[0].endswith(".dist-info") for name in names), names
+    # Sources and their byte-code, plus the vendored packages' metadata and licences
+    # (packaging/vendor-driver.txt).
+    assert all(name.endswith((".py", ".pyc", "/")) or name.split("/")[0].endswith(".dist-info") for name in names), names
     assert {name.split("/")[0] for name in names if name.endswith(".py")} == {"__main__.py", "flexdriver", "pyudev"}
     assert not any(name.startswith("flexdriver/admin") for name in names)
+    # Byte-code only beside its own source: an interpreter that cannot use it compiles that.
+    compiled = [name for name in names if name.endswith(".pyc")]
+    assert compiled and all(name[:-1] in names for name in compiled), names
+    assert {name + "c" for name in names if name.endswith(".py")} <= set(compiled)
 
 
 @pytest.mark.parametrize("python", PYTHONS)

@@ -162,3 +162,98 @@ def test_remove_of_nothing_runs_nothing(runner, lvm):
 )
 def test_dm_path(vg, lv, expected):
     assert dm_path(vg, lv) == expected
+
+
+# ---- through the lvm shell ----------------------------------------------------------------------
+
+SHELL_LVS = ["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|", "-o",
+             "vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor",
+             "vg-ax"]
+SHELL_ROWS = (
+    "  vg-ax|8585740288|7511998464|4194304|slab-abc|1073741824|"
+    "ax.fs=ext4,ax.size_mb=1024,ax.slab,ax.state=free,ax.type=graph,ax.released=5|active|253|0\n"
+    "  vg-ax|8585740288|7511998464|4194304|other|4194304|||-1|-1\n"
+)
+
+
+class FakeShell:
+    """Stands in for lvm_shell.LVMShell: records argv, answers from canned (report, stderr)."""
+
+    def __init__(self, answers=None, unavailable=()) -> None:
+        self.calls = []
+        self.answers = dict(answers or {})
+        self.unavailable = set(unavailable)
+
+    def run(self, argv):
+        from flexdriver.system.lvm_shell import ShellResult, ShellUnavailable
+
+        self.calls.append(list(argv))
+        if argv[0] in self.unavailable:
+            raise ShellUnavailable(argv[0])
+        report, stderr = self.answers.get(argv[0], ("", ""))
+        return ShellResult(list(argv), "", report, stderr, 0.0)
+
+
+def test_report_through_the_shell_runs_no_single_command(runner):
+    shell = FakeShell({"lvs": (SHELL_ROWS, "")})
+    report = LVM(runner, "vg-ax", shell=shell).report()
+    assert shell.calls == [SHELL_LVS] and runner.calls == []
+    assert report.free_bytes == 7511998464 and report.extent_bytes == 4194304
+    assert report.volumes[0] == LogicalVolume(
+        "slab-abc", 1073741824,
+        frozenset({"ax.fs=ext4", "ax.size_mb=1024", "ax.slab", "ax.state=free", "ax.type=graph", "ax.released=5"}),
+        True, (253, 0),
+    )
+    assert report.volumes[1].device is None and not report.volumes[1].active and report.volumes[1].tags == frozenset()
+
+
+@pytest.mark.parametrize("rows", ["", "  vg-ax|1|2\n"])
+def test_report_the_shell_cannot_settle_is_left_to_lvs(runner, rows):
+    """No rows (empty or missing VG, or an error) or rows of another shape: lvs decides."""
+    shell = FakeShell({"lvs": (rows, "  Volume group \"vg-ax\" not found")})
+    runner.fail(["lvs"])
+    runner.reply(["vgs"], stdout=names_json("other"))
+    assert LVM(runner, "vg-ax", shell=shell).report() is None
+    assert runner.calls == [LVS, VGS_NAMES]
+
+
+def test_retag_through_the_shell_reads_the_tags_back(runner):
+    shell = FakeShell({"lvs": ("  ax.slab,ax.pod=p,ax.state=used\n", "")})
+    LVM(runner, "vg-ax", shell=shell).retag("slab-1", add={"ax.state=used", "ax.pod=p"}, delete={"ax.state=free"})
+    assert shell.calls == [
+        ["lvchange", "--deltag", "ax.state=free", "--addtag", "ax.pod=p", "--addtag", "ax.state=used", "vg-ax/slab-1"],
+        ["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|", "-o", "lv_tags", "vg-ax/slab-1"],
+    ]
+    assert runner.calls == []
+
+
+def test_retag_that_failed_in_the_shell_is_a_command_failure(runner):
+    shell = FakeShell({"lvchange": ("", "  Failed to find logical volume \"vg-ax/slab-1\""),
+                       "lvs": ("  ax.slab,ax.state=free\n", "")})
+    with pytest.raises(CommandFailed, match="Failed to find"):
+        LVM(runner, "vg-ax", shell=shell).retag("slab-1", add={"ax.state=used"}, delete={"ax.state=free"})
+    assert runner.calls == []
+
+
+def test_retag_whose_outcome_the_shell_cannot_tell_runs_the_single_command(runner):
+    """The shell died after the change was sent: lvchange itself settles it (it is idempotent)."""
+    shell = FakeShell(unavailable={"lvs"})
+    LVM(runner, "vg-ax", shell=shell).retag("slab-1", add={"ax.state=used"}, delete={"ax.state=free"})
+    assert runner.calls == [["lvchange", "--deltag", "ax.state=free", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
+
+
+def test_without_the_shell_every_command_is_a_single_one(runner):
+    shell = FakeShell(unavailable={"lvs", "lvchange"})
+    runner.reply(["lvs"], stdout=LVS_JSON)
+    lvm = LVM(runner, "vg-ax", shell=shell)
+    assert lvm.report().volumes[0].name == "slab-abc"
+    lvm.retag("slab-1", add={"ax.state=used"}, delete=())
+    assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
+
+
+def test_a_real_runner_gets_a_shell_and_a_fake_one_does_not(runner):
+    from flexdriver.system.lvm_shell import LVMShell
+    from flexdriver.system.runner import Runner
+
+    assert isinstance(LVM(Runner(), "vg-ax").shell, LVMShell)
+    assert LVM(runner, "vg-ax").shell is None

@@ -1,0 +1,400 @@
+"""The benchmark's guest side: one CI node with blank disks, the installed driver driven exactly
+as kubelet drives it (tests/realkernel/node.py's Kubelet), and each figure's floor measured
+alternately with it. Writes bench.json into the run's results dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from bench.stats import figure, timed
+from tests.realkernel import node
+from tests.realkernel.dind import build_image_tarball, run_ci_job
+from tests.realkernel.node import Kubelet, Pod
+
+SCRATCH, NODE_DISK = "/dev/vda", "/dev/vdb"
+VG = node.VOLUME_GROUP
+PYTHON_FLOOR = ["python3", "-I", "-S", "-c", "pass"]
+ANONYMOUS = "ax-anonymous"
+QUICK = os.environ.get("BENCH_QUICK") == "1"  # a smoke run of the bench itself: fewer, smaller
+REPS = {"init": 20, "warm": 6, "cold": 2, "scale": 3, "parallel": 1, "dind": 2}
+if QUICK:
+    REPS = {key: min(value, 2) for key, value in REPS.items()}
+WARM_MB = 1024
+COLD_MB = 2048 if QUICK else 10240
+PARALLEL = 8
+PARALLEL_MB = 2048  # eight at once: mkfs dominates at any size; smaller keeps the run short
+SCALE_LEVELS = (5, 20) if QUICK else (5, 100, 500)
+DIND_MB = 4096
+IMAGE_MB = 32 if QUICK else 300
+LVM_PROGRAMS = {"lvm", "lvs", "vgs", "pvs", "lvchange", "lvcreate", "lvremove", "vgcreate", "vgchange"}
+PROFILE_SCRIPT = r"""
+import cProfile, sys
+sys.path.insert(0, sys.argv[1])
+out = sys.argv[2]
+sys.argv = [sys.argv[1]] + sys.argv[3:]
+from flexdriver.__main__ import entry
+profile = cProfile.Profile()
+try:
+    profile.runcall(entry)
+except SystemExit:
+    pass
+profile.dump_stats(out)
+"""
+
+
+def log(text: str) -> None:
+    print(f"bench [{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def check_vm(manifest: dict) -> None:
+    for device in (SCRATCH, NODE_DISK):
+        with open(f"/sys/block/{os.path.basename(device)}/size") as handle:
+            if int(handle.read()) * 512 != manifest["disks"][device]["bytes"]:
+                sys.exit(f"refusing: {device} is not the bench's blank disk")
+
+
+def setup() -> None:
+    node.run("mkfs.ext4", "-q", NODE_DISK)
+    os.makedirs(node.KUBELET_ROOT, exist_ok=True)
+    node.run("mount", NODE_DISK, node.KUBELET_ROOT)
+    os.makedirs("/etc/ax-vol-plugin", exist_ok=True)
+    with open("/etc/ax-vol-plugin/vol_plugin.conf", "w") as handle:
+        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
+    repo = os.getcwd()
+    node.run(f"{repo}/install/install.sh", "--plugin-dir", node.PLUGIN_DIR, "--driver", f"{repo}/dist/vol_plugin")
+
+
+def ok(reply, expect: str = ""):
+    assert reply.ok, reply.message
+    assert expect in reply.message, f"expected {expect!r} in {reply.message!r}"
+    return reply.seconds
+
+
+class OtherDriver(Kubelet):
+    """Kubelet calling another build of the driver (the baseline), installed beside the real one."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def start(self, *argv, env=None):
+        return subprocess.Popen(
+            [self.path, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(self.env, **(env or {})), cwd="/", start_new_session=True,
+        )
+
+
+BASELINE = os.environ.get("BENCH_BASELINE", "")
+BASELINE_NAME = os.environ.get("BENCH_BASELINE_NAME", "baseline")
+
+
+# ---- 1. init ----------------------------------------------------------------------------------
+
+
+def bench_init(results: dict) -> None:
+    driver, floor, before = [], [], []
+    for _ in range(REPS["init"]):
+        driver.append(timed([node.DRIVER, "init"], env=node.KUBELET_ENV))
+        floor.append(timed(PYTHON_FLOOR, env=node.KUBELET_ENV))
+        if BASELINE:
+            before.append(timed([BASELINE, "init"], env=node.KUBELET_ENV))
+    results["figures"].append(figure("init (in the VM)", driver, floor, 1.5, "python3 -I -S -c pass"))
+    if BASELINE:
+        results["gains"].append(figure("init", driver, before, float("inf"), f"driver at {BASELINE_NAME}"))
+
+
+# ---- 2. warm mount and keep-unmount -----------------------------------------------------------
+
+
+def count_commands(argv) -> dict:
+    """The programs the driver runs for one call, from strace's execve log."""
+    out = tempfile.mktemp(prefix="bench-strace-")
+    done = subprocess.run(["strace", "-f", "-qq", "-s", "512", "-e", "trace=execve", "-o", out, *argv],
+                          capture_output=True, env=node.KUBELET_ENV)
+    assert b'"Success"' in done.stdout, done.stdout
+    programs = []
+    with open(out) as handle:
+        for line in handle:
+            found = re.search(r'execve\("([^"]+)", \["([^"]*)"', line)
+            if found and line.rstrip().endswith("= 0"):
+                programs.append(os.path.basename(found.group(2)))
+    os.unlink(out)
+    # The first execs are the driver itself (its own path, then env's python3).
+    while programs and (programs[0] in ("env", "python3") or programs[0] == os.path.basename(argv[0])):
+        programs.pop(0)
+    return {"programs": programs, "lvm": sum(1 for p in programs if p in LVM_PROGRAMS)}
+
+
+def profile_call(argv, name: str, results: dict) -> None:
+    import io
+    import pstats
+
+    out = f"/tmp/bench-{name}.prof"
+    done = subprocess.run(["python3", "-I", "-S", "-c", PROFILE_SCRIPT, node.DRIVER, out, *argv],
+                          capture_output=True, env=node.KUBELET_ENV)
+    assert b'"Success"' in done.stdout, done.stdout + done.stderr
+    text = io.StringIO()
+    stats = pstats.Stats(out, stream=text)
+    stats.sort_stats("cumulative").print_stats(28)
+    results["profiles"][name] = re.sub(r"\n{3,}", "\n\n", text.getvalue()).strip()
+
+
+def warm_cycle(kubelet: Kubelet) -> tuple:
+    pod = Pod(size_mb=WARM_MB)
+    mount_s = ok(kubelet.mount(pod), "reused warm slab")
+    unmount_s = ok(kubelet.unmount(pod), "kept for the next pod")
+    kubelet.delete_pod(pod)
+    return mount_s, unmount_s
+
+
+def plain_mount_floor(slab_device: str) -> tuple:
+    point = tempfile.mkdtemp(prefix="bench-floor-")
+    mount_s = timed(PYTHON_FLOOR) + timed(["mount", "-t", "ext4", "-o", "rw,noatime", slab_device, point])
+    unmount_s = timed(PYTHON_FLOOR) + timed(["umount", point])
+    os.rmdir(point)
+    return mount_s, unmount_s
+
+
+def bench_warm(kubelet: Kubelet, results: dict) -> None:
+    first = Pod(size_mb=WARM_MB)
+    ok(kubelet.mount(first), "created new slab")
+    ok(kubelet.unmount(first), "kept")
+    kubelet.delete_pod(first)
+    (slab,) = [s for s in node.slabs().values() if s.tags.get("ax.size_mb") == str(WARM_MB)]
+    mounts, unmounts, floor_m, floor_u, before_m, before_u = [], [], [], [], [], []
+    baseline = OtherDriver(BASELINE) if BASELINE else None
+    for _ in range(REPS["warm"]):
+        m, u = warm_cycle(kubelet)
+        fm, fu = plain_mount_floor(slab.device)
+        mounts.append(m), unmounts.append(u), floor_m.append(fm), floor_u.append(fu)
+        if baseline:
+            bm, bu = warm_cycle(baseline)
+            before_m.append(bm), before_u.append(bu)
+    if baseline:
+        results["gains"].append(figure("warm mount", mounts, before_m, float("inf"), f"driver at {BASELINE_NAME}"))
+        results["gains"].append(figure("keep-unmount", unmounts, before_u, float("inf"), f"driver at {BASELINE_NAME}"))
+        pod = Pod(size_mb=WARM_MB)
+        os.makedirs(pod.dir, mode=0o750, exist_ok=True)
+        results["commands"][f"warm mount ({BASELINE_NAME})"] = count_commands([BASELINE, "mount", pod.dir, pod.options()])
+        results["commands"][f"keep-unmount ({BASELINE_NAME})"] = count_commands([BASELINE, "unmount", pod.dir])
+        os.rmdir(pod.dir)
+        kubelet.delete_pod(pod)
+    results["figures"].append(figure("warm mount", mounts, floor_m, 2.0, "python3 start + bare mount of the same LV"))
+    results["figures"].append(
+        figure("keep-unmount", unmounts, floor_u, 2.0, "python3 start + bare umount of the same LV")
+    )
+    pod = Pod(size_mb=WARM_MB)
+    os.makedirs(pod.dir, mode=0o750, exist_ok=True)
+    results["commands"]["warm mount"] = count_commands([node.DRIVER, "mount", pod.dir, pod.options()])
+    results["commands"]["keep-unmount"] = count_commands([node.DRIVER, "unmount", pod.dir])
+    os.rmdir(pod.dir)
+    kubelet.delete_pod(pod)
+    pod = Pod(size_mb=WARM_MB)
+    os.makedirs(pod.dir, mode=0o750, exist_ok=True)
+    profile_call(["mount", pod.dir, pod.options()], "warm mount, 1 slab", results)
+    profile_call(["unmount", pod.dir], "keep-unmount, 1 slab", results)
+    os.rmdir(pod.dir)
+    kubelet.delete_pod(pod)
+
+
+# ---- 3. cold mount of a 10 GiB slab ----------------------------------------------------------
+
+
+def plain_cold(fs_type: str) -> float:
+    """What the 2017 driver did: plain lvcreate, plain mkfs, mount."""
+    name = "bench-plain"
+    device = f"/dev/{VG}/{name}"
+    point = tempfile.mkdtemp(prefix="bench-plain-")
+    seconds = timed(["lvcreate", "--yes", "--size", f"{COLD_MB}m", "--name", name, VG])
+    seconds += timed([f"mkfs.{fs_type}", device])
+    seconds += timed(["mount", device, point])
+    node.run("umount", point)
+    node.run("lvremove", "--yes", f"{VG}/{name}")
+    os.rmdir(point)
+    return seconds
+
+
+def bench_cold(kubelet: Kubelet, results: dict) -> None:
+    for fs_type in ("ext4", "xfs"):
+        driver, floor = [], []
+        for _ in range(REPS["cold"]):
+            pod = Pod(size_mb=COLD_MB, fs_type=fs_type, volume_type=ANONYMOUS)
+            driver.append(ok(kubelet.mount(pod), "created new slab"))
+            ok(kubelet.unmount(pod), "deleted")
+            kubelet.delete_pod(pod)
+            floor.append(plain_cold(fs_type))
+        results["figures"].append(
+            figure(f"cold mount {COLD_MB // 1024} GiB {fs_type}", driver, floor, 0.5,
+                   f"plain lvcreate + mkfs.{fs_type} + mount")
+        )
+        pod = Pod(size_mb=COLD_MB, fs_type=fs_type, volume_type=ANONYMOUS)
+        os.makedirs(pod.dir, mode=0o750, exist_ok=True)
+        results["commands"][f"cold mount {fs_type}"] = count_commands([node.DRIVER, "mount", pod.dir, pod.options()])
+        ok(kubelet.unmount(pod), "deleted")
+        kubelet.delete_pod(pod)
+    pod = Pod(size_mb=COLD_MB, volume_type=ANONYMOUS)
+    os.makedirs(pod.dir, mode=0o750, exist_ok=True)
+    profile_call(["mount", pod.dir, pod.options()], f"cold mount {COLD_MB // 1024} GiB ext4", results)
+    ok(kubelet.unmount(pod), "deleted")
+    kubelet.delete_pod(pod)
+
+
+# ---- 4. scale ---------------------------------------------------------------------------------
+
+
+def add_fillers(count: int, start: int) -> float:
+    """`count` more free slabs of another size (never chosen for the warm pods), inactive, made
+    by one lvm process reading commands on stdin. Returns the seconds it took."""
+    tags = ["ax.slab", "ax.type=graph", "ax.fs=ext4", "ax.size_mb=4", "ax.state=free", "ax.released=1000",
+            "ax.scope=node", "bench.filler"]
+    lines = []
+    for i in range(start, start + count):
+        argv = ["lvcreate", "--yes", "--activate", "n", "--zero", "n", "--wipesignatures", "n", "--size", "4m",
+                "--name", f"filler-{i:04d}"]
+        for tag in tags:
+            argv += ["--addtag", tag]
+        lines.append(" ".join(argv + [VG]))
+    started = time.perf_counter()
+    done = subprocess.run(["lvm"], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                          env={**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return time.perf_counter() - started
+
+
+def bench_scale(kubelet: Kubelet, results: dict) -> None:
+    levels = {}
+    fillers = 0
+    for level in SCALE_LEVELS:
+        missing = level - len(node.slabs())
+        if missing > 0:
+            log(f"scale: adding {missing} slabs")
+            results["timings"][f"scale: {missing} slabs made"] = add_fillers(missing, fillers)
+            fillers += missing
+        assert len(node.slabs()) == level, len(node.slabs())
+        mounts, unmounts = [], []
+        for _ in range(REPS["scale"]):
+            m, u = warm_cycle(kubelet)
+            mounts.append(m), unmounts.append(u)
+        levels[level] = (mounts, unmounts)
+        log(f"scale: {level} slabs: warm mount {sorted(mounts)[len(mounts) // 2]:.3f} s")
+    low, high = SCALE_LEVELS[0], SCALE_LEVELS[-1]
+    for level in SCALE_LEVELS[1:]:
+        results["figures"].append(
+            figure(f"warm mount, {level} slabs in the VG", levels[level][0], levels[low][0],
+                   1.5 if level == high else float("inf"), f"warm mount, {low} slabs", paired=False)
+        )
+    results["figures"].append(
+        figure(f"keep-unmount, {high} slabs in the VG", levels[high][1], levels[low][1], 1.5,
+               f"keep-unmount, {low} slabs", paired=False)
+    )
+    pod = Pod(size_mb=WARM_MB)
+    os.makedirs(pod.dir, mode=0o750, exist_ok=True)
+    profile_call(["mount", pod.dir, pod.options()], f"warm mount, {high} slabs", results)
+    profile_call(["unmount", pod.dir], f"keep-unmount, {high} slabs", results)
+    os.rmdir(pod.dir)
+    kubelet.delete_pod(pod)
+    names = [f"{VG}/{name}" for name, s in node.slabs().items() if "bench.filler" in s.tags]
+    node.run("lvremove", "--yes", *names)
+
+
+# ---- 5. parallelism ---------------------------------------------------------------------------
+
+
+def bench_parallel(kubelet: Kubelet, results: dict) -> None:
+    def pods():
+        return [Pod(size_mb=PARALLEL_MB, volume_type=ANONYMOUS) for _ in range(PARALLEL)]
+
+    def finish(batch):
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            for reply in pool.map(kubelet.unmount, batch):
+                ok(reply, "deleted")
+        for pod in batch:
+            kubelet.delete_pod(pod)
+
+    concurrent, serial = [], []
+    for rep in range(REPS["parallel"]):
+        for mode in (("serial", "concurrent") if rep % 2 == 0 else ("concurrent", "serial")):
+            batch = pods()
+            started = time.perf_counter()
+            if mode == "serial":
+                replies = [kubelet.mount(pod) for pod in batch]
+            else:
+                with ThreadPoolExecutor(PARALLEL) as pool:
+                    replies = list(pool.map(kubelet.mount, batch))
+            seconds = time.perf_counter() - started
+            for reply in replies:
+                ok(reply, "created new slab")
+            (serial if mode == "serial" else concurrent).append(seconds)
+            finish(batch)
+    results["figures"].append(
+        figure(f"{PARALLEL} concurrent cold mounts ({PARALLEL_MB // 1024} GiB ext4)", concurrent, serial, 0.6,
+               f"the same {PARALLEL} one after another")
+    )
+
+
+# ---- 6. the user's view: DinD -----------------------------------------------------------------
+
+
+def bench_dind(kubelet: Kubelet, results: dict) -> None:
+    tarball = build_image_tarball(os.path.join(node.KUBELET_ROOT, "bench-image.tar"), payload_mb=IMAGE_MB)
+    image_mb = os.path.getsize(tarball) / (1 << 20)
+    cold, warm = [], []
+    for rep in range(REPS["dind"]):
+        size = DIND_MB + rep  # a size no slab has yet: the cold job gets a new slab
+        first = run_ci_job(kubelet, Pod(size_mb=size), tarball, f"cold-{rep}")
+        assert not first.cache_hit
+        second = run_ci_job(kubelet, Pod(size_mb=size), tarball, f"warm-{rep}")
+        assert second.cache_hit and second.slab == first.slab
+        cold.append(first.seconds_to_container), warm.append(second.seconds_to_container)
+        log(f"dind: cold {first.seconds_to_container:.1f} s, warm {second.seconds_to_container:.1f} s")
+    results["figures"].append(
+        figure(f"DinD pod to first container, warm slab ({image_mb:.0f} MB image)", warm, cold, 0.2,
+               "the same pod on a cold slab, image loaded with docker import")
+    )
+    os.unlink(tarball)
+
+
+def environment() -> dict:
+    lvm = node.run("lvm", "version").stdout.splitlines()[0].split(":", 1)[1].strip()
+    return {"kernel": platform.release(), "python": platform.python_version(), "lvm": lvm, "cpus": os.cpu_count()}
+
+
+def main() -> int:
+    with open(os.environ["AX_VM_MANIFEST"]) as handle:
+        manifest = json.load(handle)
+    check_vm(manifest)
+    setup()
+    kubelet = Kubelet()
+    results = {"figures": [], "commands": {}, "profiles": {}, "environment": environment(), "quick": QUICK, "timings": {},
+               "gains": [], "baseline": BASELINE_NAME if BASELINE else ""}
+    out = os.path.join(manifest["results"], "bench.json")
+    sections = [("init", bench_init), ("warm", bench_warm), ("cold", bench_cold), ("scale", bench_scale),
+                ("parallel", bench_parallel), ("dind", bench_dind)]
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+    for name, section in sections:
+        if only and name not in only and name != "warm":
+            continue
+        log(f"{name}...")
+        started = time.perf_counter()
+        if name == "init":
+            section(results)
+        else:
+            section(kubelet, results)
+        results["timings"][name] = time.perf_counter() - started
+        log(f"{name} done in {results['timings'][name]:.0f} s")
+        with open(out, "w") as handle:
+            json.dump(results, handle, indent=1)
+    node.check_pool()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
