@@ -35,7 +35,7 @@ deb:
 	packaging/build-deb
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check flexdriver tests demo
+	$(VENV)/bin/ruff check flexdriver tests demo bench
 
 unit: $(STAMP)
 	$(PYTHON) -m pytest tests/unit tests/examples tests/packaging -q
