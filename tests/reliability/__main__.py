@@ -24,6 +24,7 @@ def main(argv) -> int:
     parser.add_argument("--level", choices=("short", "full"), required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--order", default="", help="comma-separated scenario names, in the order to run them")
     args = parser.parse_args(argv)
 
     from tests.realkernel import conftest
@@ -45,14 +46,21 @@ def main(argv) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "scenarios": [],
     }
-    for name, title, body in SCENARIOS:
+    def save(current=None):
+        done = list(results["scenarios"]) + ([dataclasses.asdict(current)] if current is not None else [])
+        with open(args.out + ".part", "w") as handle:
+            json.dump(dict(results, scenarios=done), handle, indent=1)
+        os.replace(args.out + ".part", args.out)
+
+    order = [n for n in args.order.split(",") if n] or [name for name, _, _ in SCENARIOS]
+    by_name = {name: (title, body) for name, title, body in SCENARIOS}
+    for name in order:
         if only and name not in only:
             continue
-        figures = run_scenario(name, title, lambda s, body=body: body(s, level))
+        title, body = by_name[name]
+        figures = run_scenario(name, title, lambda s, body=body: body(s, level), progress=save)
         results["scenarios"].append(dataclasses.asdict(figures))
-        with open(args.out + ".part", "w") as handle:
-            json.dump(results, handle, indent=1)
-        os.replace(args.out + ".part", args.out)
+        save()
     missed = [f"{s['name']}: {m}" for s in results["scenarios"] for m in _missed(s)]
     for line in missed:
         print(f"reliability: target missed: {line}", file=sys.stderr)

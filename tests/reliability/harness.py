@@ -42,6 +42,7 @@ class Figures:
     retries_total: int = 0
     recoveries: int = 0
     seconds: float = 0.0
+    complete: bool = False  # False while running, or if the run was cut short
     tried: List[str] = dataclasses.field(default_factory=list)  # what the trials were, in short
     problems: List[str] = dataclasses.field(default_factory=list)
     notes: List[str] = dataclasses.field(default_factory=list)
@@ -50,6 +51,8 @@ class Figures:
         missed = []
         if self.trials == 0:
             missed.append("no trials ran")
+        if not self.complete:
+            missed.append(f"interrupted after {self.trials} trials")
         for label, value in (("failures", self.failures), ("leaked slabs", self.leaked),
                              ("double mounts", self.double_mounts), ("data-loss events", self.data_loss)):
             if value:
@@ -62,8 +65,9 @@ class Figures:
 class Scenario:
     """Holds a scenario's figures and the pods running in it with their markers."""
 
-    def __init__(self, figures: Figures, kubelet: Kubelet) -> None:
+    def __init__(self, figures: Figures, kubelet: Kubelet, after_trial: Callable[[], None] = lambda: None) -> None:
         self.figures = figures
+        self.after_trial = after_trial
         self.kubelet = kubelet
         self.running: Dict[Pod, str] = {}
         self._trial_bad = False
@@ -85,6 +89,7 @@ class Scenario:
         if not self.checkpoint(label, extra_processes) or self._trial_bad:
             ok = False
         print(f"  [{'ok' if ok else 'FAIL'}] {label}", flush=True)
+        self.after_trial()
         return ok
 
     def checkpoint(self, label: str = "", extra_processes=()) -> bool:
@@ -206,14 +211,21 @@ def expect_one_object(reply: Reply) -> None:
             raise TrialFailed(f"a Failure with exit code {reply.rc}")
 
 
-def run_scenario(name: str, title: str, body: Callable[[Scenario], None]) -> Figures:
+def run_scenario(name: str, title: str, body: Callable[[Scenario], None],
+                 progress: Callable[[Figures], None] = lambda figures: None) -> Figures:
+    """`progress` gets the figures so far after every trial, so a run cut short still reports."""
     from tests.realkernel.conftest import wipe_pool
 
     figures = Figures(name=name, title=title)
     started = time.monotonic()
     print(f"=== {name}: {title} ===", flush=True)
     wipe_pool()
-    scenario = Scenario(figures, Kubelet())
+
+    def after_trial():
+        figures.seconds = round(time.monotonic() - started, 1)
+        progress(figures)
+
+    scenario = Scenario(figures, Kubelet(), after_trial)
     try:
         body(scenario)
     except Exception as err:  # noqa: BLE001 - a scenario that breaks down is a failure, reported
@@ -230,5 +242,6 @@ def run_scenario(name: str, title: str, body: Callable[[Scenario], None]) -> Fig
         figures.failures += len(internal)
         figures.problems.extend(f"internal error in the driver log: {line.get('message', '')[:300]}" for line in internal)
     figures.seconds = round(time.monotonic() - started, 1)
+    figures.complete = True
     print(f"=== {name}: {figures.trials} trials, {figures.failures} failures, {figures.seconds} s ===", flush=True)
     return figures

@@ -33,6 +33,7 @@ def main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--level", choices=("short", "full"), default="full")
     parser.add_argument("--only", default="")
+    parser.add_argument("--order", default="", help="scenario names in the order to run them")
     parser.add_argument("--report", default=REPORT, help="where to write the report (default: docs/reliability.md)")
     args = parser.parse_args(argv)
 
@@ -44,6 +45,8 @@ def main(argv) -> int:
     command = [sys.executable, "-m", "tests.reliability", "--level", args.level, "--out", results_path]
     if args.only:
         command += ["--only", args.only]
+    if args.order:
+        command += ["--order", args.order]
     started = time.monotonic()
     rc = boot(command, workdir, disks, timeout_s=TIMEOUT_S[args.level])
     elapsed = time.monotonic() - started
@@ -75,6 +78,8 @@ def missed_targets(s: dict) -> list:
                        ("data_loss", "data-loss events")):
         if s[key]:
             missed.append(f"{s[key]} {label}")
+    if not s.get("complete", True):
+        missed.append(f"interrupted after {s['trials']} trials")
     if s["max_retries"] > 2:
         missed.append(f"{s['max_retries']} kubelet retries needed")
     return missed
@@ -103,7 +108,8 @@ def write_report(path: str, results: dict, args, elapsed: float, missed: list) -
         "|---|" + "---|" * len(COLUMNS),
     ]
     for s in results["scenarios"]:
-        lines.append(f"| {s['name']}: {s['title']} | " + " | ".join(str(s[key]) for key, _ in COLUMNS) + " |")
+        cut = "" if s.get("complete", True) else " (interrupted)"
+        lines.append(f"| {s['name']}: {s['title']}{cut} | " + " | ".join(str(s[key]) for key, _ in COLUMNS) + " |")
     lines += ["", "**Result: every target met.**" if not missed else "**Targets missed:**", ""]
     lines += [f"- {m}" for m in missed]
     for s in results["scenarios"]:
