@@ -19,7 +19,6 @@ from tests.realkernel import node
 from tests.realkernel.dind import build_image_tarball, run_ci_job
 from tests.realkernel.node import Kubelet, Pod
 
-SCRATCH, NODE_DISK = "/dev/vda", "/dev/vdb"
 VG = node.VOLUME_GROUP
 PYTHON_FLOOR = ["python3", "-I", "-S", "-c", "pass"]
 ANONYMOUS = "ax-anonymous"
@@ -52,24 +51,6 @@ profile.dump_stats(out)
 
 def log(text: str) -> None:
     print(f"bench [{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def check_vm(manifest: dict) -> None:
-    for device in (SCRATCH, NODE_DISK):
-        with open(f"/sys/block/{os.path.basename(device)}/size") as handle:
-            if int(handle.read()) * 512 != manifest["disks"][device]["bytes"]:
-                sys.exit(f"refusing: {device} is not the bench's blank disk")
-
-
-def setup() -> None:
-    node.run("mkfs.ext4", "-q", NODE_DISK)
-    os.makedirs(node.KUBELET_ROOT, exist_ok=True)
-    node.run("mount", NODE_DISK, node.KUBELET_ROOT)
-    os.makedirs("/etc/ax-vol-plugin", exist_ok=True)
-    with open("/etc/ax-vol-plugin/vol_plugin.conf", "w") as handle:
-        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
-    repo = os.getcwd()
-    node.run(f"{repo}/install/install.sh", "--plugin-dir", node.PLUGIN_DIR, "--driver", f"{repo}/dist/vol_plugin")
 
 
 def ok(reply, expect: str = ""):
@@ -370,8 +351,7 @@ def environment() -> dict:
 def main() -> int:
     with open(os.environ["AX_VM_MANIFEST"]) as handle:
         manifest = json.load(handle)
-    check_vm(manifest)
-    setup()
+    node.set_up_blank_node(manifest, "bench")
     kubelet = Kubelet()
     results = {"figures": [], "commands": {}, "profiles": {}, "environment": environment(), "quick": QUICK, "timings": {},
                "gains": [], "baseline": BASELINE_NAME if BASELINE else ""}

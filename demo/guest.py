@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,31 +12,9 @@ from tests.realkernel import node
 from tests.realkernel.dind import build_image_tarball, run_ci_job
 from tests.realkernel.node import Kubelet, Pod
 
-SCRATCH, NODE_DISK = "/dev/vda", "/dev/vdb"
 SLAB_MB = 1024
 IMAGE_MB = 192
 MIB = 1 << 20
-
-
-def check_vm() -> None:
-    with open(os.environ["AX_VM_MANIFEST"]) as handle:
-        manifest = json.load(handle)
-    for device in (SCRATCH, NODE_DISK):
-        with open(f"/sys/block/{os.path.basename(device)}/size") as handle:
-            if int(handle.read()) * 512 != manifest["disks"][device]["bytes"]:
-                sys.exit(f"refusing: {device} is not the demo's blank disk")
-
-
-def setup() -> None:
-    node.run("mkfs.ext4", "-q", NODE_DISK)
-    os.makedirs(node.KUBELET_ROOT, exist_ok=True)
-    node.run("mount", NODE_DISK, node.KUBELET_ROOT)
-    os.makedirs("/etc/ax-vol-plugin", exist_ok=True)
-    with open("/etc/ax-vol-plugin/vol_plugin.conf", "w") as handle:
-        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
-    repo = os.getcwd()
-    installer = [f"{repo}/install/install.sh", "--plugin-dir", node.PLUGIN_DIR, "--driver", f"{repo}/dist/vol_plugin"]
-    print(node.run(*installer).stdout.strip())
 
 
 def job(kubelet, name, tarball, fill_to=None):
@@ -53,8 +30,8 @@ def job(kubelet, name, tarball, fill_to=None):
 
 
 def main() -> None:
-    check_vm()
-    setup()
+    with open(os.environ["AX_VM_MANIFEST"]) as handle:
+        print(node.set_up_blank_node(json.load(handle), "demo"))
     kubelet = Kubelet()
     tarball = build_image_tarball(os.path.join(tempfile.mkdtemp(), "toolchain.tar"), payload_mb=IMAGE_MB)
     print(f"Each job runs dockerd on its {SLAB_MB} MiB slab and needs a {IMAGE_MB} MiB toolchain image;")

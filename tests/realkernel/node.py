@@ -279,3 +279,28 @@ def log_lines() -> List[dict]:
             return [json.loads(line) for line in handle if line.strip()]
     except FileNotFoundError:
         return []
+
+
+# ---- a whole node, for the demo and the bench ------------------------------------------------
+
+SCRATCH_DISK, NODE_DISK = "/dev/vda", "/dev/vdb"
+
+
+def set_up_blank_node(manifest: dict, purpose: str) -> str:
+    """The admin's steps on a fresh node in the VM: kubelet's dir on its own disk, the config
+    naming the slab disk, the driver installed as the docs say. Refuses unless both disks are the
+    blank images the host made for this run (by exact size). Returns what the installer said."""
+    import sys
+
+    for device in (SCRATCH_DISK, NODE_DISK):
+        with open(f"/sys/block/{os.path.basename(device)}/size") as handle:
+            if int(handle.read()) * 512 != manifest["disks"][device]["bytes"]:
+                sys.exit(f"refusing: {device} is not the {purpose}'s blank disk")
+    run("mkfs.ext4", "-q", NODE_DISK)
+    os.makedirs(KUBELET_ROOT, exist_ok=True)
+    run("mount", NODE_DISK, KUBELET_ROOT)
+    os.makedirs("/etc/ax-vol-plugin", exist_ok=True)
+    with open("/etc/ax-vol-plugin/vol_plugin.conf", "w") as handle:
+        handle.write(f"[vol_plugin]\ndevice = {SCRATCH_DISK}\n")
+    repo = os.getcwd()
+    return run(f"{repo}/install/install.sh", "--plugin-dir", PLUGIN_DIR, "--driver", f"{repo}/dist/vol_plugin").stdout.strip()
