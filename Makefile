@@ -1,5 +1,5 @@
 # make demo   boot a real kernel, install the driver, play kubelet for a series of pods
-# make test   unit tests, then the real-kernel suite (two VM boots, ~10 minutes)
+# make test   unit tests, then the real-kernel suite (two VM boots, about an hour on 2 cores)
 # make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)
 # make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv
 
