@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Iterator, NoReturn, Optional
+from typing import Iterator, NoReturn, Optional, Tuple
 
 import click
 
 from .. import config as config_module
 from .. import inventory
 from ..errors import DriverError
-from ..pool import Condition, Facts, Slab, State, condition
+from ..pool import Condition, Facts, Pool, Slab, State, condition
 from ..system.lock import node_lock
 from ..system.lvm import LVM
 from ..system.runner import Runner
@@ -49,6 +49,15 @@ def read(lvm: LVM) -> inventory.Snapshot:
         return inventory.read_pool(lvm)
     except DriverError as err:
         fail(str(err))
+
+
+def reread_under_lock(lvm: LVM) -> Tuple[Pool, Facts]:
+    """The pool and its facts read again once the node lock is held (call it inside `locked`):
+    what was listed and confirmed may have changed meanwhile. Fails if the volume group went."""
+    fresh = read(lvm)
+    if fresh.pool is None:
+        fail(f"volume group {lvm.vg} disappeared; nothing changed")
+    return fresh.pool, inventory.gather_facts(fresh.pool, fresh.mounts)
 
 
 def interactive() -> bool:

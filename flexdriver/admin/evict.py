@@ -13,7 +13,7 @@ import click
 from .. import inventory
 from ..pool import Condition, Facts, Pool, Slab, condition
 from ..system.lvm import LVM
-from .common import age, confirm, fail, load_config, locked, mib, now, read, runner_of
+from .common import age, confirm, load_config, locked, mib, now, read, reread_under_lock, runner_of
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -90,12 +90,9 @@ def evict(ctx, older_than, keep, size_mb, fs_type, dry_run, yes) -> None:
     confirm(f"Delete these {len(chosen)} free slab(s) and their caches ({mib(sum(s.size_bytes for s in chosen))})?", yes)
     listed = {s.name for s in chosen}
     with locked(config):
-        fresh = read(lvm)
-        if fresh.pool is None:
-            fail(f"volume group {config.volume_group} disappeared; nothing changed")
         # Chosen again under the lock, by the same rules: whatever a pod claimed meanwhile, or
         # what is no longer free, drops out; nothing new is added to what was confirmed.
-        still = plan(fresh.pool, inventory.gather_facts(fresh.pool, fresh.mounts), at, **criteria)
+        still = plan(*reread_under_lock(lvm), at, **criteria)
         todo = [s for s in still if s.name in listed]
         for name in sorted(listed - {s.name for s in todo}):
             click.echo(f"left {name} alone: it is no longer a free slab to evict")

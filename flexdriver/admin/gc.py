@@ -20,7 +20,7 @@ import click
 from .. import inventory
 from ..pool import Condition, Facts, Kind, Pool, Release, Slab, State, condition, plan_release, state_tags
 from ..system.lvm import LVM
-from .common import confirm, fail, load_config, locked, mib, now, read, runner_of
+from .common import confirm, load_config, locked, mib, now, read, reread_under_lock, runner_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,10 +106,7 @@ def gc(ctx: click.Context, dry_run: bool, yes: bool) -> None:
     listed = {step.key for step in steps}
     with locked(config):
         # Read again under the lock: a pod may have claimed a slab since it was listed.
-        fresh = read(lvm)
-        if fresh.pool is None:
-            fail(f"volume group {config.volume_group} disappeared; nothing changed")
-        now_steps = plan(fresh.pool, inventory.gather_facts(fresh.pool, fresh.mounts), config.usage_threshold)
+        now_steps = plan(*reread_under_lock(lvm), config.usage_threshold)
         todo = [step for step in now_steps if step.key in listed]
         for name in sorted({s.slab.name for s in steps} - {s.slab.name for s in todo}):
             click.echo(f"left {name} alone: it changed since it was listed")
