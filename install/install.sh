@@ -105,9 +105,16 @@ esac
 driver_dir="$plugin_dir/ax~vol_plugin"
 stage "$driver" "$driver_dir/vol_plugin" 0755
 staged_driver=$staged_path
-# Refuse a driver that cannot answer init on this node.
+# Refuse a driver that cannot answer init on this node, or cannot load itself with this node's
+# python3: init is answered by the driver's shell header alone, so a verb the driver refuses
+# (getvolumename: kubelet's optional call, Not supported) is what loads the Python part.
 answer=$(run_on_host "$staged_driver" init 2>&1) || die "the new driver failed init on this node: $answer"
 case "$answer" in *'"status": "Success"'*) ;; *) die "the new driver answered init with: $answer" ;; esac
+answer=$(run_on_host "$staged_driver" getvolumename 2>&1)
+case "$answer" in
+  *'"status": "Not supported"'*) ;;
+  *) die "the new driver cannot run on this node: $answer" ;;
+esac
 
 staged_config=""
 if [ ${#settings[@]} -gt 0 ]; then

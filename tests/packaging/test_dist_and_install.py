@@ -32,7 +32,8 @@ def test_every_module_is_python_3_9_syntax():
 def test_dist_is_one_executable_zip_of_sources_and_their_byte_code(dist):
     assert os.access(dist, os.X_OK)
     with open(dist, "rb") as handle:
-        assert handle.readline() == b"#!/usr/bin/env -S python3 -I -S\n"
+        assert handle.readline() == b"#!/bin/sh\n"  # the header: packaging/driver-header.sh
+        assert b"\npython='python3'\n" in handle.read(4096)
     names = zipfile.ZipFile(dist).namelist()
     assert "__main__.py" in names and "flexdriver/driver.py" in names
     # Sources and their byte-code, plus the vendored packages' metadata and licences
@@ -76,3 +77,59 @@ def test_dist_runs_isolated_with_no_home_and_no_packages(dist, python, tmp_path)
 
 
 # install/install.sh and uninstall.sh: tests/packaging/test_install.py
+
+
+def fake_interpreter(directory, name="python3"):
+    """A python3 that counts its starts (a line each in `started`), keeps the arguments of the
+    last one (NUL-terminated, in `argv`) and then runs the real one."""
+    directory.mkdir()
+    log = directory / "started"
+    fake = directory / name
+    fake.write_text(f'#!/bin/sh\necho >> {log}\nprintf "%s\\0" "$@" > {directory}/argv\nexec /usr/bin/python3 "$@"\n')
+    fake.chmod(0o755)
+    return log
+
+
+def test_init_is_answered_without_starting_python_and_other_verbs_start_it_once(dist, tmp_path):
+    log = fake_interpreter(tmp_path / "bin")
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    init = subprocess.run([dist, "init"], capture_output=True, text=True, env=env, cwd="/")
+    assert (init.returncode, init.stderr) == (0, "") and json.loads(init.stdout) == INIT
+    assert not log.exists()
+    other = subprocess.run([dist, "getvolumename", "{}"], capture_output=True, text=True, env=env, cwd="/")
+    assert json.loads(other.stdout + other.stderr)["status"] == "Not supported"
+    assert log.read_text() == "\n"
+    argv = (tmp_path / "bin" / "argv").read_text().split("\0")[:-1]
+    assert argv[:3] == ["-I", "-S", "-c"] and argv[4:] == [dist, "getvolumename", "{}"]
+
+
+def test_no_interpreter_in_path_is_one_json_failure(dist, tmp_path):
+    for argv in (["init"], ["mount", str(tmp_path), "{}"], ["unmount", str(tmp_path)]):
+        reply = subprocess.run([dist, *argv], capture_output=True, text=True, env={"PATH": str(tmp_path)}, cwd="/")
+        assert reply.returncode == 1 and reply.stderr == ""
+        message = json.loads(reply.stdout)
+        assert message["status"] == "Failure" and "python3" in message["message"]
+
+
+def test_an_archive_the_interpreter_cannot_load_is_one_json_failure(dist, tmp_path):
+    damaged = tmp_path / "vol_plugin"
+    data = open(dist, "rb").read()
+    damaged.write_bytes(data[: len(data) - 200])  # the zip's directory cut off
+    damaged.chmod(0o755)
+    reply = subprocess.run([str(damaged), "unmount", str(tmp_path)], capture_output=True, text=True, cwd="/")
+    assert reply.returncode == 1 and reply.stderr == ""
+    message = json.loads(reply.stdout)
+    assert message["status"] == "Failure" and "cannot load" in message["message"]
+
+
+def test_arguments_reach_the_driver_exactly_as_kubelet_passed_them(dist, tmp_path):
+    config = tmp_path / "c.conf"
+    config.write_text(f"[vol_plugin]\nlog_file = {tmp_path}/log\nrun_dir = {tmp_path}/run\n")
+    tricky = '{"size_mb": "1 $(touch x) `y` \\" \'", "*": "\\n"}'
+    env = {"PATH": "/usr/bin:/bin", "AX_VOL_PLUGIN_CONFIG": str(config)}
+    reply = subprocess.run([dist, "mount", f"{tmp_path}/a dir", tricky], capture_output=True, text=True, env=env,
+                           cwd=tmp_path)
+    assert json.loads(reply.stdout + reply.stderr)["status"] == "Failure"
+    logged = json.loads((tmp_path / "log").read_text())
+    assert logged["reason"] == "bad_request"
+    assert sorted(os.listdir(tmp_path)) == ["c.conf", "log", "run"] or sorted(os.listdir(tmp_path)) == ["c.conf", "log"]

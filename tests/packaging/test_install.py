@@ -23,9 +23,9 @@ DEFAULT_PLUGIN_DIR = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
-    """Two builds of the driver that differ (their interpreter lines) and the admin command."""
+    """Two builds of the driver that differ (their interpreters) and the admin command."""
     out = tmp_path_factory.mktemp("dist")
-    interpreters = {"old": "/usr/bin/env -S python3 -I -S", "new": "/usr/bin/env -S python3 -S -I"}
+    interpreters = {"old": "python3", "new": "/usr/bin/python3"}
     for name, interpreter in interpreters.items():
         subprocess.run(
             [f"{REPO}/packaging/build", "--python", interpreter, "--out", str(out / f"vol_plugin.{name}"),
