@@ -18,6 +18,9 @@ GRAPH = "ax-docker-graph-storage"
 ANONYMOUS = "ax-anonymous"
 VOLUME_TYPES = (GRAPH, ANONYMOUS)
 FS_TYPES = ("ext4", "xfs")
+# mkfs.xfs (xfsprogs 5.19 and later) refuses filesystems under 300 MB; refused here, with a
+# message that says so, on every node alike, rather than by mkfs after an lvcreate.
+MIN_SIZE_MB = {"xfs": 300}
 
 # 1 PiB: larger than any disk this runs on, small enough that arithmetic on it never
 # surprises; the real limit (the volume group's size) is checked later.
@@ -87,6 +90,9 @@ def parse_mount(
 
     raw_size = options.get("size_mb")
     size_mb = default_size_mb if raw_size is None else parse_size_mb(raw_size)
+    if size_mb < MIN_SIZE_MB.get(fs_type, 1):
+        raise BadRequest(f"size_mb must be at least {MIN_SIZE_MB[fs_type]} for {fs_type} "
+                         f"(mkfs.{fs_type} refuses smaller), got {size_mb}")
 
     access = options.get("kubernetes.io/readwrite", "rw") or "rw"
     if access not in ("rw", "ro"):

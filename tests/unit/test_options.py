@@ -281,3 +281,20 @@ def test_the_nodes_default_cache_scope_applies_when_the_pod_names_none():
     options = json.dumps(kubelet_options(**{"kubernetes.io/pod.namespace": "team-b"}))
     assert parse_mount(MOUNT_DIR, options, DEFAULT_MB, "namespace").cache_scope == "ns.team-b"
     assert parse_mount(MOUNT_DIR, options, DEFAULT_MB, "shared").cache_scope == "key.shared"
+
+
+@pytest.mark.parametrize("size", ["1", "64", "299"])
+def test_xfs_below_its_minimum_is_refused_saying_why(size):
+    with pytest.raises(BadRequest, match="at least 300 for xfs"):
+        parse(**{"kubernetes.io/fsType": "xfs", "size_mb": size})
+
+
+def test_xfs_at_its_minimum_and_small_ext4_are_accepted():
+    assert parse(**{"kubernetes.io/fsType": "xfs", "size_mb": "300"}).size_mb == 300
+    assert parse(**{"kubernetes.io/fsType": "ext4", "size_mb": "1"}).size_mb == 1
+
+
+def test_a_small_default_size_is_refused_for_xfs_too():
+    options = json.dumps(kubelet_options(**{"kubernetes.io/fsType": "xfs", "size_mb": None}))
+    with pytest.raises(BadRequest, match="xfs"):
+        parse_mount(MOUNT_DIR, options, 256)
