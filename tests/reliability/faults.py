@@ -4,7 +4,9 @@
   VM; the driver looks in /usr/sbin first (runner.SEARCH_PATH), so a script there takes the
   place of the real tool for the driver, and is removed (the real one put back) afterwards.
 - A device that goes away: a device-mapper linear map over the spare disk, switched to an error
-  table (every read and write fails, as when a disk drops off the bus), and back.
+  table (every read and write fails, as when a disk drops off the bus), and back. The map starts
+  1 MiB into the disk, so LVM, which scans the spare disk too, finds the physical volume's label
+  only on the map: at offset 0 it would see the same PV twice and refuse to change the VG.
 - The node config rewritten (small command timeout) and restored.
 """
 
@@ -31,8 +33,40 @@ wait
 """
 
 
+# LVM's commands are links to one binary, and the driver runs its reads and tag changes inside
+# that binary's shell (`lvm` reading commands on stdin): replacing the link alone would miss
+# those. So a failing LVM command is made by putting this wrapper in the binary's place: the
+# command fails whether it runs alone or as a line sent to the shell (the line is answered with
+# the failure on stderr instead of reaching LVM); everything else runs the real binary under
+# its own name, which is how LVM tells its commands apart.
+LVM_COMMANDS = {"lvs", "vgs", "pvs", "lvcreate", "lvchange", "lvremove", "vgcreate", "vgchange"}
+LVM_FAIL_WRAPPER = """#!/bin/bash
+real=/usr/sbin/.lvm.real
+message="{tool}: simulated failure: Input/output error on the scratch disk"
+name=$(basename "$0")
+if [ "$name" = {tool} ]; then
+  echo "$message" >&2
+  exit 5
+fi
+if [ "$name" = lvm ] && [ $# -eq 0 ]; then
+  while IFS= read -r line; do
+    case "$line" in
+      "{tool} "*) echo "  $message" >&2 ;;
+      *) printf '%s\\n' "$line" ;;
+    esac
+  done | exec -a lvm "$real"
+  exit
+fi
+exec -a "$name" "$real" "$@"
+"""
+
+
 @contextlib.contextmanager
 def replaced_tool(tool: str, script: str):
+    """`tool` fails (FAIL_SCRIPT) or hangs (HANG_SCRIPT) for the driver until the block ends."""
+    text = script.format(tool=tool)
+    if tool in LVM_COMMANDS and script == FAIL_SCRIPT:
+        tool, text = "lvm", LVM_FAIL_WRAPPER.format(tool=tool)
     target = os.path.join(SBIN, tool)
     saved = os.path.join(SBIN, f".{tool}.real")
     had_real = os.path.lexists(target)
@@ -40,7 +74,7 @@ def replaced_tool(tool: str, script: str):
         os.rename(target, saved)
     try:
         with open(target, "w") as handle:
-            handle.write(script.format(tool=tool))
+            handle.write(text)
         os.chmod(target, 0o755)
         yield
     finally:
@@ -76,15 +110,22 @@ def config(**settings):
 class FragileDevice:
     """/dev/mapper/<name>: the spare disk through a linear map that can be made to fail."""
 
+    OFFSET_SECTORS = 2048
+
     def __init__(self, backing: str, name: str = "ax-fragile") -> None:
         self.backing = backing
         self.name = name
         self.path = f"/dev/mapper/{name}"
         with open(f"/sys/block/{os.path.basename(backing)}/size") as handle:
-            self.sectors = int(handle.read())
+            self.sectors = int(handle.read()) - self.OFFSET_SECTORS
+
+    def _linear(self) -> str:
+        return f"0 {self.sectors} linear {self.backing} {self.OFFSET_SECTORS}"
 
     def create(self) -> None:
-        node.run("dmsetup", "create", self.name, "--table", f"0 {self.sectors} linear {self.backing} 0")
+        # Whatever an earlier trial left at the start of the disk (a PV label) must not be seen.
+        node.run("wipefs", "--all", "--force", self.backing)
+        node.run("dmsetup", "create", self.name, "--table", self._linear())
         node.run("udevadm", "settle", check=False)
 
     def _swap(self, table: str) -> None:
@@ -96,7 +137,7 @@ class FragileDevice:
         self._swap(f"0 {self.sectors} error")
 
     def come_back(self) -> None:
-        self._swap(f"0 {self.sectors} linear {self.backing} 0")
+        self._swap(self._linear())
 
     def remove(self) -> None:
         node.run("dmsetup", "remove", "--force", self.name, check=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
 import time
 import traceback
 from typing import Callable, Dict, List, Optional
@@ -85,12 +86,26 @@ class Scenario:
             ok = False
             self.figures.failures += 1
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+            if isinstance(err, subprocess.CalledProcessError):
+                detail += f" stderr: {(err.stderr or '').strip()[-400:]}"
             self.figures.problems.append(f"{label}: {detail[:600]}")
         if not self.checkpoint(label, extra_processes) or self._trial_bad:
             ok = False
+        if not ok:
+            self._resync()
         print(f"  [{'ok' if ok else 'FAIL'}] {label}", flush=True)
         self.after_trial()
         return ok
+
+    def _resync(self) -> None:
+        """After a failed trial, what it broke has been counted (in this trial's checkpoint);
+        the next trials start from the node as it is, so that one failure is not counted again
+        in every trial after it."""
+        for pod in list(self.running):
+            if os.path.ismount(pod.dir):
+                self.running[pod] = node.read_marker(pod)
+            else:
+                del self.running[pod]
 
     def checkpoint(self, label: str = "", extra_processes=()) -> bool:
         """Run the invariant checker now (also mid-trial); findings go into the figures."""

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
 
+from flexdriver.options import MIN_SIZE_MB
 from tests.realkernel import node
 from tests.realkernel.conftest import SPARE, wipe_pool
 from tests.realkernel.node import Pod
@@ -47,7 +48,7 @@ DELETE_UNMOUNT_STEPS = [
 
 SHORT_TOOL_FAULTS = {
     ("lvcreate", "fails"), ("lvchange", "fails after mkfs (format tag)"), ("mkfs.ext4", "fails"),
-    ("lvremove", "fails deleting an over-full slab"), ("lvs", "hangs"),
+    ("lvremove", "fails deleting an over-full slab"), ("lvm", "hangs (the shell and every LVM command)"),
 }
 
 _sizes = itertools.count(68, 4)
@@ -84,7 +85,7 @@ def crash_at_every_step(s: Scenario, level: dict) -> None:
             elif mount_step.startswith("during-mkfs"):
                 size_mb = 400 + fresh_size()  # big enough that mkfs is still running when killed
             else:
-                size_mb = fresh_size()
+                size_mb = fresh_size() + (MIN_SIZE_MB.get(fs_type, 0))
             pod = Pod(size_mb=size_mb, fs_type=fs_type)
             slabs_before = set(node.slabs())
             s.killed_call("mount", pod, mount_step)
@@ -245,6 +246,7 @@ def faults_from_below(s: Scenario, level: dict) -> None:
 
     fail = faults.FAIL_SCRIPT
     cases = [
+        # LVM commands fail alone and inside the lvm shell (faults.LVM_FAIL_WRAPPER).
         ("fails", "lvs", fail, cold, mount, True),
         ("fails", "lvcreate", fail, cold, mount, True),
         ("fails on a warm claim", "lvchange", fail, warm, mount, True),
@@ -263,7 +265,7 @@ def faults_from_below(s: Scenario, level: dict) -> None:
 
     # Hangs: a small command timeout; the whole process group of the hung command must die.
     hang_cases = [
-        ("hangs", "lvs", cold, mount),
+        ("hangs (the shell and every LVM command)", "lvm", cold, mount),
         ("hangs", "lvcreate", cold, mount),
         ("hangs", "mount", cold, mount),
         ("hangs", "umount", mounted(), unmount),
@@ -324,7 +326,7 @@ def corrupt_warm_slabs(s: Scenario, level: dict) -> None:
     for label, fs_type, corrupt in damage:
 
         def body(fs_type=fs_type, corrupt=corrupt):
-            size = fresh_size()
+            size = fresh_size() + MIN_SIZE_MB.get(fs_type, 0)
             first = Pod(size_mb=size, fs_type=fs_type)
             s.mount(first, "cache about to be damaged")
             name = node.slab_at(first)
