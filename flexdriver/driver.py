@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import time
 from typing import Optional, Sequence, Tuple
 
@@ -162,7 +161,7 @@ class Driver:
                 self.lvm.activate(slab.name)
             return taken, True
         new = Slab(
-            name=NAME_PREFIX + secrets.token_hex(6),
+            name=NAME_PREFIX + os.urandom(6).hex(),  # not `secrets`: its import loads OpenSSL
             size_bytes=plan.size_bytes,
             size_mb=want.size_mb,
             fs_type=want.fs_type,

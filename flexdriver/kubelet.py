@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from typing import Dict, List, Optional, Tuple
 
 from . import INIT_RESPONSE, journal
@@ -73,6 +72,8 @@ def run(argv: List[str]) -> Tuple[Response, journal.CallRecord, Optional[object]
         record.note(reason=err.reason)
         response = respond(FAILURE, str(err))
     except BaseException as err:  # noqa: BLE001 - kubelet must get JSON even for our own bugs
+        import traceback  # only on this path: most calls never need it
+
         record.note(reason="internal", traceback=traceback.format_exc())
         response = respond(FAILURE, f"internal error in ax/vol_plugin ({type(err).__name__}: {err}); see the driver log")
     return response, record, (config_box[0] if config_box else None)

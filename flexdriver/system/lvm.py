@@ -1,7 +1,7 @@
 """LVM through its reports: one `lvs` gives the whole pool; changes are single commands.
 
-The pool's report and tag changes go through one `lvm` shell per call (lvm_shell.py) when the
-runner is the real one: one LVM process per warm mount instead of two. What the shell cannot
+The pool's report, new slabs and tag changes go through one `lvm` shell per call (lvm_shell.py)
+when the runner is the real one: one LVM process per mount instead of two or three. What the shell cannot
 settle (an empty report, tags that did not come back as asked) is decided by the single
 commands, as before.
 """
@@ -130,7 +130,33 @@ class LVM:
         ]
         for tag in sorted(tags):
             argv += ["--addtag", tag]
-        self.runner.run(argv + [self.vg], timeout=self.timeout_s)
+        argv.append(self.vg)
+        if not self._create_in_shell(argv, name, set(tags)):
+            self.runner.run(argv, timeout=self.timeout_s)
+
+    def _create_in_shell(self, argv: List[str], name: str, tags: Set[str]) -> bool:
+        """True when the shell created the LV, active and with every tag, as a read-back shows;
+        False when it could not be used (the single command runs instead: if the shell's
+        lvcreate did happen, that one fails on the existing name, and the slab, tagged as being
+        created by this call, is reclaimed like any a dead call left); raises when the shell
+        ran the command and the LV is not there as asked."""
+        if self.shell is None:
+            return False
+        try:
+            change = self.shell.run(argv)
+        except ShellUnavailable:
+            return False
+        target = f"{self.vg}/{name}"
+        try:
+            check = self.shell.run(["lvs", *SHELL_REPORT, "-o", "lv_active,lv_tags", target])
+        except ShellUnavailable:
+            return False
+        row = check.report.strip()
+        if row:
+            active, _, listed = row.partition(SEPARATOR)
+            if active.strip() == "active" and tags <= set(listed.strip().split(",")):
+                return True
+        raise CommandFailed(argv, 5, change.stderr or f"lvcreate did not leave {target} active with its tags")
 
     def retag(self, name: str, add: Iterable[str], delete: Iterable[str]) -> None:
         """Swap tags in one lvchange, which LVM commits as one metadata update."""

@@ -23,6 +23,7 @@ import dataclasses
 import os
 import re
 import select
+import signal
 import subprocess
 import time
 from typing import List, Optional, Sequence
@@ -134,6 +135,7 @@ class LVMShell:
                 cwd="/",
                 pass_fds=(write_end,),
                 preexec_fn=_die_with_parent,
+                start_new_session=True,  # its own process group: a hung shell dies with all it started
             )
         except (OSError, CommandFailed):
             os.close(read_end)
@@ -154,7 +156,10 @@ class LVMShell:
         """A shell that hung or died is not used again by this call."""
         self._broken = True
         if self._proc is not None:
-            self._proc.kill()
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except OSError:
+                self._proc.kill()
             self._proc.wait()
             self._proc = None
         self._close_report()

@@ -33,25 +33,29 @@ wait
 """
 
 
-# LVM's commands are links to one binary, and the driver runs its reads and tag changes inside
-# that binary's shell (`lvm` reading commands on stdin): replacing the link alone would miss
-# those. So a failing LVM command is made by putting this wrapper in the binary's place: the
-# command fails whether it runs alone or as a line sent to the shell (the line is answered with
-# the failure on stderr instead of reaching LVM); everything else runs the real binary under
-# its own name, which is how LVM tells its commands apart.
+# LVM's commands are links to one binary, and the driver runs its reads, new slabs and tag
+# changes inside that binary's shell (`lvm` reading commands on stdin): replacing the link alone
+# would miss those. So a failing or hanging LVM command is made by putting this wrapper in the
+# binary's place: the command fails (or hangs) whether it runs alone or as a line sent to the
+# shell (the line is answered with the failure on stderr, or never, instead of reaching LVM);
+# everything else runs the real binary under its own name, which is how LVM tells its commands
+# apart.
 LVM_COMMANDS = {"lvs", "vgs", "pvs", "lvcreate", "lvchange", "lvremove", "vgcreate", "vgchange"}
-LVM_FAIL_WRAPPER = """#!/bin/bash
+LVM_WRAPPER = """#!/bin/bash
 real=/usr/sbin/.lvm.real
 message="{tool}: simulated failure: Input/output error on the scratch disk"
+fault() {{
+  {fault}
+}}
 name=$(basename "$0")
 if [ "$name" = {tool} ]; then
-  echo "$message" >&2
+  fault
   exit 5
 fi
 if [ "$name" = lvm ] && [ $# -eq 0 ]; then
   while IFS= read -r line; do
     case "$line" in
-      "{tool} "*) echo "  $message" >&2 ;;
+      "{tool} "*) fault ;;
       *) printf '%s\\n' "$line" ;;
     esac
   done | exec -a lvm "$real"
@@ -59,14 +63,16 @@ if [ "$name" = lvm ] && [ $# -eq 0 ]; then
 fi
 exec -a "$name" "$real" "$@"
 """
+LVM_FAULTS = {"fail": 'echo "  $message" >&2', "hang": f"/bin/sleep {HANG_MARKER}"}
 
 
 @contextlib.contextmanager
 def replaced_tool(tool: str, script: str):
     """`tool` fails (FAIL_SCRIPT) or hangs (HANG_SCRIPT) for the driver until the block ends."""
     text = script.format(tool=tool)
-    if tool in LVM_COMMANDS and script == FAIL_SCRIPT:
-        tool, text = "lvm", LVM_FAIL_WRAPPER.format(tool=tool)
+    if tool in LVM_COMMANDS:
+        fault = LVM_FAULTS["fail" if script == FAIL_SCRIPT else "hang"]
+        tool, text = "lvm", LVM_WRAPPER.format(tool=tool, fault=fault)
     target = os.path.join(SBIN, tool)
     saved = os.path.join(SBIN, f".{tool}.real")
     had_real = os.path.lexists(target)

@@ -257,3 +257,31 @@ def test_a_real_runner_gets_a_shell_and_a_fake_one_does_not(runner):
 
     assert isinstance(LVM(Runner(), "vg-ax").shell, LVMShell)
     assert LVM(runner, "vg-ax").shell is None
+
+
+CREATE = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
+          "--size", "1073741824b", "--name", "slab-1", "--addtag", "ax.slab", "--addtag", "ax.state=creating", "vg-ax"]
+CREATED_CHECK = ["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|", "-o", "lv_active,lv_tags",
+                 "vg-ax/slab-1"]
+
+
+def test_create_through_the_shell_reads_the_new_slab_back(runner):
+    shell = FakeShell({"lvs": ("  active|ax.slab,ax.state=creating\n", "")})
+    LVM(runner, "vg-ax", shell=shell).create("slab-1", 1 << 30, {"ax.state=creating", "ax.slab"})
+    assert shell.calls == [CREATE, CREATED_CHECK] and runner.calls == []
+
+
+@pytest.mark.parametrize("row", ["", "  |ax.slab,ax.state=creating\n", "  active|ax.slab\n"])
+def test_create_that_failed_in_the_shell_is_a_command_failure(runner, row):
+    """Not there, there but not active, or without its tags: never taken for a new slab."""
+    shell = FakeShell({"lvcreate": ("", "  Volume group \"vg-ax\" has insufficient free space"), "lvs": (row, "")})
+    with pytest.raises(CommandFailed, match="insufficient free space"):
+        LVM(runner, "vg-ax", shell=shell).create("slab-1", 1 << 30, {"ax.state=creating", "ax.slab"})
+    assert runner.calls == []
+
+
+@pytest.mark.parametrize("unavailable", ["lvcreate", "lvs"])
+def test_create_the_shell_cannot_settle_runs_the_single_command(runner, unavailable):
+    shell = FakeShell(unavailable={unavailable})
+    LVM(runner, "vg-ax", shell=shell).create("slab-1", 1 << 30, {"ax.state=creating", "ax.slab"})
+    assert runner.calls == [CREATE]
