@@ -7,7 +7,8 @@ costs one set lookup.
 Two kinds of name:
 - a step, e.g. `mount-after-lvcreate`: the driver dies when it reaches that step;
 - `during-<program>`, e.g. `during-mkfs.ext4`: the driver dies while that program is running as
-  its child, so the child is killed half-way too (see system/runner.py).
+  its child, so the child is killed half-way too (see system/runner.py); for an LVM command
+  run in the lvm shell (`during-lvcreate`), while the shell works on it (system/lvm_shell.py).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import subprocess
 import time
 from typing import List, Optional, Sequence
 
+from .. import failpoints
 from ..errors import CommandFailed, CommandTimedOut
 from .runner import CHILD_ENV, Runner, _die_with_parent
 
@@ -78,6 +79,8 @@ class LVMShell:
         except OSError:
             self._give_up()
             raise ShellUnavailable("lvm shell went away") from None
+        # during-<command>: die while LVM works on it (0.15 s after it was sent, done or not).
+        failpoints.during(argv[0], lambda: None)
         streams = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), self._report_fd: bytearray()}
         err = streams[proc.stderr.fileno()]
         needle = f"'{marker}'".encode()

@@ -36,7 +36,8 @@ LEVELS = {
 }
 
 COLD_MOUNT_STEPS = [
-    "mount-after-evict", "mount-after-decision", "mount-after-lvcreate", "during-mkfs.ext4", "mount-after-mkfs",
+    "mount-after-evict", "mount-after-decision", "during-lvcreate", "mount-after-lvcreate", "during-mkfs.ext4",
+    "mount-after-mkfs",
     "mount-after-format-tag", "mount-before-mount", "mount-after-mount",
 ]
 WARM_MOUNT_STEPS = ["mount-after-claim", "mount-after-decision", "mount-before-mount", "mount-after-mount"]
@@ -67,11 +68,11 @@ def crash_at_every_step(s: Scenario, level: dict) -> None:
     s.mount(bystander, "bystander's data")
 
     # Each cold trial kills one mount at one step and, once kubelet's retry has mounted the slab,
-    # kills its unmount at one step: every named step of both verbs in eight trials.
+    # kills its unmount at one step: every named step of both verbs in nine trials.
     unmount_steps = [(step, 0.1, "kept") for step in KEEP_UNMOUNT_STEPS] + [
         (step, 0.8, "deleted") for step in DELETE_UNMOUNT_STEPS
     ]
-    pairs = [("ext4", step, unmount) for step, unmount in zip(COLD_MOUNT_STEPS, unmount_steps)]
+    pairs = [("ext4", step, unmount) for step, unmount in zip(COLD_MOUNT_STEPS, itertools.cycle(unmount_steps))]
     if level["xfs"]:
         pairs += [
             ("xfs", step.replace("ext4", "xfs"), unmount)
