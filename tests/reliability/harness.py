@@ -92,15 +92,16 @@ class Scenario:
         if not self.checkpoint(label, extra_processes) or self._trial_bad:
             ok = False
         if not ok:
-            self._resync()
+            self._resync(extra_processes)
         print(f"  [{'ok' if ok else 'FAIL'}] {label}", flush=True)
         self.after_trial()
         return ok
 
-    def _resync(self) -> None:
+    def _resync(self, extra_processes=()) -> None:
         """After a failed trial, what it broke has been counted (in this trial's checkpoint);
-        the next trials start from the node as it is, so that one failure is not counted again
-        in every trial after it."""
+        the next trials start from the node as it is (stray processes killed, lost pods
+        forgotten), so that one failure is not counted again in every trial after it."""
+        invariants.kill_strays(extra_processes)
         for pod in list(self.running):
             if os.path.ismount(pod.dir):
                 self.running[pod] = node.read_marker(pod)

@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import json
 import os
+import signal
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from tests.realkernel import node
@@ -87,6 +88,19 @@ def dm_devices_of_volume_group() -> List[str]:
 
 def stray_processes(extra: Iterable[str] = ()) -> List[str]:
     """Driver calls and the commands they run, still alive (every call has ended by now)."""
+    return [f"pid {pid}: {text[:120]}" for pid, text in _strays(extra)]
+
+
+def kill_strays(extra: Iterable[str] = ()) -> None:
+    """After a failed trial, once they are counted: so that the next trial is not blamed."""
+    for pid, _ in _strays(extra):
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _strays(extra: Iterable[str]) -> List[tuple]:
     found = []
     wanted = set(DRIVER_CHILDREN) | set(extra)
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -103,7 +117,7 @@ def stray_processes(extra: Iterable[str] = ()) -> List[str]:
         words = {os.path.basename(argv[0])} | {os.path.basename(a) for a in argv[1:2]}
         text = " ".join(argv)
         if words & wanted or node.DRIVER in text or any(marker in text for marker in extra):
-            found.append(f"pid {pid}: {text[:120]}")
+            found.append((pid, text))
     return found
 
 

@@ -367,7 +367,7 @@ def metadata_full(s: Scenario, level: dict) -> None:
     def body():
         wipe_pool()
         # LVM rounds the metadata area up to the data alignment: a small alignment keeps it small.
-        node.run("pvcreate", "--yes", "--metadatasize", "4k", "--dataalignment", "16k", SPARE)
+        node.run("pvcreate", "--yes", "--metadatasize", "32k", "--dataalignment", "16k", SPARE)  # LVM's minimum
         node.run("vgcreate", "--yes", node.VOLUME_GROUP, SPARE)
         mda = node.run("pvs", "--noheadings", "--units", "b", "-o", "pv_mda_size", SPARE).stdout.strip()
         faults.write_config(device=SPARE)
@@ -464,7 +464,9 @@ def power_cut() -> None:
 def reboot_loops(s: Scenario, level: dict) -> None:
     rng = random.Random(7)
     sizes = [96, 128]
-    pods = [Pod(size_mb=sizes[i % 2], fs_type="xfs" if level["xfs"] and i == 0 else "ext4") for i in range(level["reboot_pods"])]
+    pods = [Pod(size_mb=sizes[i % 2], fs_type="ext4") for i in range(level["reboot_pods"])]
+    if level["xfs"]:
+        pods[0] = Pod(size_mb=MIN_SIZE_MB["xfs"] + 20, fs_type="xfs")
     for pod in pods:
         s.mount(pod, f"boot 0 data of {pod.uid[:8]}")
     for loop in range(1, level["reboot_loops"] + 1):
