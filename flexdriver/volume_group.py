@@ -44,6 +44,15 @@ def check_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: Optiona
         if needed_mb * MIB > size:
             raise BadRequest(f"size_mb {needed_mb} is larger than device {device} ({size // MIB} MiB)")
     found = host.signatures(runner, device)
+    if "LVM2_member" in found:
+        # A physical volume, but LVM shows no volume group of that name: another volume group's
+        # PV, or ours while the device cannot be read (a disk dropping off), or hidden by a filter.
+        raise DeviceRefused(
+            f"volume group {lvm.vg} is not visible to LVM, and device {device} carries an LVM "
+            f"physical volume ({found}): it belongs to another volume group, or LVM cannot read it "
+            f"(a failing disk) or is filtering it out (lvm.conf); `vgs` and `pvs -a` show which. "
+            f"Refusing to create {lvm.vg} there"
+        )
     if found:
         raise DeviceRefused(
             f"volume group {lvm.vg} does not exist and device {device} is not blank "

@@ -81,3 +81,12 @@ def test_the_driver_and_prepare_share_the_check(node, tmp_path):
 
     with pytest.raises(DeviceRefused, match="is not a block device"):
         check_blank_device(node, lvm_module.LVM(node, VG), str(tmp_path))
+
+
+def test_a_physical_volume_lvm_does_not_show_is_refused_saying_what_it_may_be(blank, invoke, tmp_path):
+    blank.signatures = "TYPE=LVM2_member\nUUID=1234\n"
+    result = invoke("prepare", "--device", str(tmp_path), "--yes")
+    assert result.exit_code == EXIT_PROBLEMS
+    assert f"volume group {VG} is not visible to LVM, and device {tmp_path} carries an LVM physical volume" in result.stderr
+    assert "another volume group" in result.stderr and "cannot read it" in result.stderr
+    assert "vgcreate" not in blank.programs()
