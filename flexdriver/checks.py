@@ -6,19 +6,19 @@ and (when it is not fine) what the admin should do about it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
 
 from .config import Config
 from .errors import CommandFailed, DeviceRefused
+from .record import record
 from .system import host, lvm, udev
 from .system.runner import Runner
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Check:
     name: str  # short and stable, e.g. "lvm2 tools"; tools match on it
     ok: bool
@@ -41,7 +41,7 @@ OTHER_TOOLS = ("blkid", "mount", "umount")
 MIN_PYTHON = (3, 9)
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class DeviceFacts:
     path: str
     exists: bool
@@ -51,26 +51,26 @@ class DeviceFacts:
     error: str = ""  # why it could not be looked at
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class NodeFacts:
-    tools: Mapping[str, Optional[str]]  # program -> absolute path, None when missing
+    tools: Mapping[str, str | None]  # program -> absolute path, None when missing
     proc_misc: str  # /proc/misc ('' when unreadable)
     dm_class_dir: bool  # /sys/class/misc/device-mapper exists
     dm_loadable: bool  # modprobe --dry-run dm_mod succeeded
-    python_version: Tuple[int, ...]
+    python_version: tuple[int, ...]
     python_path: str
     device: DeviceFacts
     volume_group: str  # the configured one
 
 
-def lvm_tools(tools: Mapping[str, Optional[str]]) -> Check:
+def lvm_tools(tools: Mapping[str, str | None]) -> Check:
     missing = [name for name in LVM_TOOLS if not tools.get(name)]
     if missing:
         return Check("lvm2 tools", False, f"not found: {', '.join(missing)}", "install the lvm2 package")
     return Check("lvm2 tools", True, f"found in {os.path.dirname(tools['lvcreate'] or '')}")
 
 
-def filesystem_tools(tools: Mapping[str, Optional[str]]) -> List[Check]:
+def filesystem_tools(tools: Mapping[str, str | None]) -> list[Check]:
     checks = []
     for fs, program in FS_TOOLS.items():
         path = tools.get(program)
@@ -82,7 +82,7 @@ def filesystem_tools(tools: Mapping[str, Optional[str]]) -> List[Check]:
     return checks
 
 
-def other_tools(tools: Mapping[str, Optional[str]]) -> Check:
+def other_tools(tools: Mapping[str, str | None]) -> Check:
     missing = [name for name in OTHER_TOOLS if not tools.get(name)]
     if missing:
         return Check("util-linux tools", False, f"not found: {', '.join(missing)}", "install util-linux")
@@ -133,7 +133,7 @@ def device(facts: DeviceFacts, volume_group: str) -> Check:
     return Check(name, True, f"{facts.path} is blank; volume group {volume_group} is made on it at the first mount")
 
 
-def evaluate(facts: NodeFacts) -> List[Check]:
+def evaluate(facts: NodeFacts) -> list[Check]:
     return [
         lvm_tools(facts.tools),
         *filesystem_tools(facts.tools),
@@ -145,7 +145,7 @@ def evaluate(facts: NodeFacts) -> List[Check]:
 
 
 def probe_node(config: Config, runner: Runner) -> NodeFacts:
-    tools: Dict[str, Optional[str]] = {}
+    tools: dict[str, str | None] = {}
     for program in (*LVM_TOOLS, *FS_TOOLS.values(), *OTHER_TOOLS, "modprobe"):
         try:
             tools[program] = runner.resolve(program)

@@ -7,12 +7,12 @@ The defaults match the 2017 driver (device /dev/xvdz, volume group vg-ax, delete
 from __future__ import annotations
 
 import configparser
-import dataclasses
 import os
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import ConfigError
+from .record import record
 
 DEFAULT_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
 PATH_ENV = "AX_VOL_PLUGIN_CONFIG"
@@ -22,7 +22,7 @@ SECTION = "vol_plugin"
 _VG_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}")
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Config:
     device: str = "/dev/xvdz"
     volume_group: str = "vg-ax"

@@ -13,10 +13,9 @@ The order of steps is what makes the driver crash-proof:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from . import failpoints, inventory, volume_group
 from .config import Config
@@ -47,7 +46,7 @@ from .system.runner import Runner
 
 class Driver:
     def __init__(
-        self, config: Config, record: CallRecord, runner: Optional[Runner] = None, wait_for_node=udev.wait_for_node
+        self, config: Config, record: CallRecord, runner: Runner | None = None, wait_for_node=udev.wait_for_node
     ) -> None:
         self.config = config
         self.record = record
@@ -111,7 +110,7 @@ class Driver:
                 self._discard(slab)
                 raise
             failpoints.hit("mount-after-mkfs")
-            formatted = dataclasses.replace(slab, state=State.USED, creator="")
+            formatted = slab._replace(state=State.USED, creator="")
             self._retag(slab, formatted)  # our own CREATING slab: no decision, so no lock needed
             slab = formatted
             failpoints.hit("mount-after-format-tag")
@@ -133,7 +132,7 @@ class Driver:
         failpoints.hit("mount-after-mount")
         return f"mounted slab {slab.name} ({self.record.fields['decision']}) on {path}"
 
-    def _act(self, plan, want: Want, request: MountRequest, pool: Pool) -> Tuple[Slab, bool]:
+    def _act(self, plan, want: Want, request: MountRequest, pool: Pool) -> tuple[Slab, bool]:
         """Record the plan in LVM tags; returns the slab and whether it still needs mkfs."""
         slab = plan.slab
         self.record.note(slab=slab.name if slab else None)
@@ -143,9 +142,8 @@ class Driver:
                 self.lvm.activate(slab.name)  # after a reboot on a node that does not auto-activate
             return slab, False
         if plan.action is Action.REUSE:
-            claimed = dataclasses.replace(
-                slab, state=State.USED, mount_dir=want.mount_dir, pod_uid=request.pod_uid, released_at=0,
-                usage_permille=None,
+            claimed = slab._replace(
+                state=State.USED, mount_dir=want.mount_dir, pod_uid=request.pod_uid, released_at=0, usage_permille=None
             )
             self._retag(slab, claimed)
             failpoints.hit("mount-after-claim")
@@ -154,7 +152,7 @@ class Driver:
                 self.lvm.activate(slab.name)
             return claimed, False
         if plan.action is Action.REFORMAT:
-            taken = dataclasses.replace(slab, creator=self.me)
+            taken = slab._replace(creator=self.me)
             self._retag(slab, taken)
             self.record.note(decision="took over half-made slab")
             if not slab.active:
@@ -189,7 +187,7 @@ class Driver:
     def unmount(self, mount_dir: str) -> str:
         path = canonical(parse_mount_dir(mount_dir))
         self.record.note(pod=_pod_of(path))
-        usage: Optional[float] = None  # stays None when the slab was not mounted: nothing to measure
+        usage: float | None = None  # stays None when the slab was not mounted: nothing to measure
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=None)
             self.record.saw(pool)
@@ -210,7 +208,7 @@ class Driver:
                 if decision is Release.DELETE and slab.state is not State.DOOMED:
                     # Recorded before the umount: a retry after a crash here must not mistake
                     # an unmounted, over-full slab for one that may go back to the pool.
-                    slab = self._retag(slab, dataclasses.replace(slab, state=State.DOOMED))
+                    slab = self._retag(slab, slab._replace(state=State.DOOMED))
                     failpoints.hit("unmount-after-doomed-tag")
                 self.mounter.unmount(path)
                 failpoints.hit("unmount-after-umount")
@@ -238,8 +236,8 @@ class Driver:
                 return f"unmounted {path}; deleted slab {slab.name}"
             self._retag(
                 slab,
-                dataclasses.replace(
-                    slab, state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=int(time.time()),
+                slab._replace(
+                    state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=int(time.time()),
                     usage_permille=None if usage is None else round(usage * 1000),
                 ),
             )
@@ -252,7 +250,7 @@ class Driver:
     def _lock(self):
         return node_lock(self.config.run_dir, self.config.lock_timeout_s)
 
-    def _snapshot(self, create_for_mb: Optional[int]) -> Tuple[Optional[Pool], Sequence[MountEntry]]:
+    def _snapshot(self, create_for_mb: int | None) -> tuple[Pool | None, Sequence[MountEntry]]:
         create = None if create_for_mb is None else (lambda: self._create_volume_group(create_for_mb))
         snapshot = inventory.read_pool(self.lvm, read_mounts, create_missing=create)
         return snapshot.pool, snapshot.mounts
@@ -280,7 +278,7 @@ class Driver:
         """Best effort: delete a slab this call just took and could not use; if even that
         fails, the doomed tag lets any later call reclaim it."""
         try:
-            self._retag(slab, dataclasses.replace(slab, state=State.DOOMED, creator=""))
+            self._retag(slab, slab._replace(state=State.DOOMED, creator=""))
             self.lvm.remove([slab.name])
             self.record.note(discarded=slab.name)
         except CommandFailed:
@@ -301,6 +299,6 @@ class _WarmSlabUnusable(Exception):
         self.reason = reason
 
 
-def _pod_of(path: str) -> Optional[str]:
+def _pod_of(path: str) -> str | None:
     pod_dir = pod_dir_of(path)
     return os.path.basename(pod_dir) if pod_dir else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 ENV = "AX_VOL_PLUGIN_FAILPOINTS"
 _ARMED = frozenset(name for name in os.environ.get(ENV, "").split(",") if name)
@@ -31,7 +31,7 @@ def hit(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def during(program: str, still_running: Callable[[], Optional[int]]) -> None:
+def during(program: str, still_running: Callable[[], int | None]) -> None:
     """Called by the runner right after it started `program` (a base name); `still_running` is
     the child's poll(). Dies only if the child is still at work, so a test that asked for a
     kill half-way through gets exactly that, or sees the call finish and knows."""

@@ -8,28 +8,28 @@ slab by the same pool.condition from the same facts.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 from .options import pod_dir_of
 from .pool import SLAB_TAG, Facts, Pool, State, slab_from_tags
+from .record import record
 from .system import host
 from .system.lvm import LVM, VolumeGroupReport
 from .system.mounts import MountEntry, read_mounts
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Snapshot:
-    pool: Optional[Pool]  # None when the volume group does not exist
+    pool: Pool | None  # None when the volume group does not exist
     mounts: Sequence[MountEntry]
-    unreadable: Tuple[str, ...] = ()  # LVs tagged ax.slab whose tags do not describe a slab
+    unreadable: tuple[str, ...] = ()  # LVs tagged ax.slab whose tags do not describe a slab
 
 
 def read_pool(
     lvm: LVM,
-    mounts_reader: Optional[Callable[[], List[MountEntry]]] = None,
-    create_missing: Optional[Callable[[], None]] = None,
+    mounts_reader: Callable[[], list[MountEntry]] | None = None,
+    create_missing: Callable[[], None] | None = None,
 ) -> Snapshot:
     """The pool and the mount table. When the volume group is missing, `create_missing` (if
     given) is called to make it and the report is read again; otherwise the pool is None."""
@@ -45,7 +45,7 @@ def read_pool(
     return Snapshot(pool, reader(), unreadable)
 
 
-def pool_from_report(report: VolumeGroupReport) -> Tuple[Pool, Tuple[str, ...]]:
+def pool_from_report(report: VolumeGroupReport) -> tuple[Pool, tuple[str, ...]]:
     slabs = []
     unreadable = []
     for volume in report.volumes:

@@ -13,29 +13,29 @@ torn. An external logrotate works too, without copytruncate or a signal, for the
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import os
 import time
-from typing import Any, Dict, Optional
+
+from .record import record
 
 
 class CallRecord:
     def __init__(self, verb: str) -> None:
         self.started = time.monotonic()
-        self.fields: Dict[str, Any] = {"verb": verb}
+        self.fields: dict[str, object] = {"verb": verb}
         # The pool as this call's decision saw it, and when (for the metrics; not logged).
-        self.pool: Any = None
-        self.snapshot_at: Optional[float] = None
+        self.pool: object = None
+        self.snapshot_at: float | None = None
 
-    def saw(self, pool: Any) -> None:
+    def saw(self, pool: object) -> None:
         self.pool, self.snapshot_at = pool, time.time()
 
     def duration_s(self) -> float:
         return time.monotonic() - self.started
 
-    def note(self, **fields: Any) -> None:
+    def note(self, **fields: object) -> None:
         self.fields.update({k: v for k, v in fields.items() if v is not None})
 
     def line(self, outcome: str, message: str) -> str:
@@ -50,14 +50,14 @@ class CallRecord:
         return json.dumps(record, sort_keys=False, default=str) + "\n"
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Rotation:
     max_bytes: int  # 0: never rotate
     keep: int  # rotated files kept: log.1 .. log.<keep>
     lock_path: str  # serialises rotations (on /run: gone at reboot, like any stale lock)
 
 
-def append(path: str, line: str, rotation: Optional[Rotation] = None) -> None:
+def append(path: str, line: str, rotation: Rotation | None = None) -> None:
     data = line.encode("utf-8", errors="replace")
     fd = _open(path)
     if fd is None:
@@ -79,7 +79,7 @@ def append(path: str, line: str, rotation: Optional[Rotation] = None) -> None:
             os.close(fd)
 
 
-def _open(path: str) -> Optional[int]:
+def _open(path: str) -> int | None:
     try:
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     except OSError:

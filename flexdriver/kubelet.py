@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
 
 from . import INIT_RESPONSE, journal
 from .errors import BadRequest, DriverError
@@ -23,7 +22,7 @@ FAILURE = "Failure"
 NOT_SUPPORTED = "Not supported"
 
 
-Response = Dict[str, object]
+Response = dict[str, object]
 
 
 def respond(status: str, message: str = "") -> Response:
@@ -33,7 +32,7 @@ def respond(status: str, message: str = "") -> Response:
     return response
 
 
-def handle(argv: List[str], record: journal.CallRecord, config_box: list) -> Response:
+def handle(argv: list[str], record: journal.CallRecord, config_box: list) -> Response:
     if not argv:
         raise BadRequest(f"no verb given; {USAGE}")
     verb, args = argv[0], argv[1:]
@@ -62,7 +61,7 @@ def handle(argv: List[str], record: journal.CallRecord, config_box: list) -> Res
     return respond(SUCCESS, message)
 
 
-def run(argv: List[str]) -> Tuple[Response, journal.CallRecord, Optional[object]]:
+def run(argv: list[str]) -> tuple[Response, journal.CallRecord, object | None]:
     """Answer one call; never raises."""
     record = journal.CallRecord(argv[0] if argv else "")
     config_box: list = []
@@ -79,7 +78,7 @@ def run(argv: List[str]) -> Tuple[Response, journal.CallRecord, Optional[object]
     return response, record, (config_box[0] if config_box else None)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     kubelet_out = os.dup(1)
     capture = _capture_stdio()

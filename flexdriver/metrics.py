@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
 
 from .config import Config
 from .pool import Pool, round_to_extents
@@ -59,15 +59,15 @@ HELP = {
     "last_call_timestamp_seconds": ("gauge", "Unix time of the last mount or unmount call."),
 }
 
-Labels = Tuple[Tuple[str, str], ...]
+Labels = tuple[tuple[str, str], ...]
 
 
-def _key(name: str, labels: Dict[str, str]) -> str:
+def _key(name: str, labels: dict[str, str]) -> str:
     # A stable string key for the JSON state: name plus sorted labels.
     return json.dumps([name, sorted(labels.items())])
 
 
-def _unkey(key: str) -> Tuple[str, Labels]:
+def _unkey(key: str) -> tuple[str, Labels]:
     name, labels = json.loads(key)
     return name, tuple((k, v) for k, v in labels)
 
@@ -75,11 +75,11 @@ def _unkey(key: str) -> Tuple[str, Labels]:
 # ---- what one call adds (pure) --------------------------------------------------------------
 
 
-def increments(fields: Dict[str, object], outcome: str, threshold: float) -> List[Tuple[str, Dict[str, str], float]]:
+def increments(fields: dict[str, object], outcome: str, threshold: float) -> list[tuple[str, dict[str, str], float]]:
     """The counter increments one call's record stands for."""
     verb = str(fields.get("verb", ""))
     decision = str(fields.get("decision", ""))
-    found: List[Tuple[str, Dict[str, str], float]] = [
+    found: list[tuple[str, dict[str, str], float]] = [
         ("calls_total", {"verb": verb, "outcome": outcome.lower()}, 1),
     ]
     if outcome != "Success":
@@ -102,7 +102,7 @@ def increments(fields: Dict[str, object], outcome: str, threshold: float) -> Lis
     return found
 
 
-def gauges_after(pool: Pool, fields: Dict[str, object]) -> Dict[str, float]:
+def gauges_after(pool: Pool, fields: dict[str, object]) -> dict[str, float]:
     """The pool's gauges once this call's changes are applied to the snapshot it decided from."""
     removed = set(fields.get("evicted") or []) | set(fields.get("reclaimed") or [])
     if fields.get("discarded"):
@@ -127,7 +127,7 @@ def gauges_after(pool: Pool, fields: Dict[str, object]) -> Dict[str, float]:
         size = round_to_extents(fields["size_mb"], pool.extent_bytes)
         slabs.append(("used", str(fields.get("fs", "")), fields["size_mb"], size))
         free_bytes -= size
-    gauges: Dict[str, float] = {
+    gauges: dict[str, float] = {
         _key("volume_group_size_bytes", {}): pool.vg_size_bytes,
         _key("volume_group_free_bytes", {}): max(free_bytes, 0),
     }
@@ -139,8 +139,8 @@ def gauges_after(pool: Pool, fields: Dict[str, object]) -> Dict[str, float]:
     return gauges
 
 
-def add(state: dict, fields: Dict[str, object], outcome: str, duration_s: float, threshold: float,
-        pool: Optional[Pool], now: float, snapshot_at: Optional[float] = None) -> dict:
+def add(state: dict, fields: dict[str, object], outcome: str, duration_s: float, threshold: float,
+        pool: Pool | None, now: float, snapshot_at: float | None = None) -> dict:
     """The state with one call counted in (pure: returns a new dict)."""
     counters = dict(state.get("counters", {}))
     for name, labels, amount in increments(fields, outcome, threshold):
@@ -173,7 +173,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _sample(name: str, labels: Iterable[Tuple[str, str]], value: float) -> str:
+def _sample(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
     labels = list(labels)
     text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
     number = repr(float(value)) if isinstance(value, float) and not float(value).is_integer() else str(int(value))
@@ -181,7 +181,7 @@ def _sample(name: str, labels: Iterable[Tuple[str, str]], value: float) -> str:
 
 
 def render(state: dict) -> str:
-    samples: Dict[str, List[str]] = {name: [] for name in HELP}
+    samples: dict[str, list[str]] = {name: [] for name in HELP}
     for key, value in sorted(state.get("counters", {}).items()):
         name, labels = _unkey(key)
         samples[name].append(_sample(name, labels, value))
@@ -209,8 +209,8 @@ def render(state: dict) -> str:
 
 
 def record_call(
-    config: Config, fields: Dict[str, object], outcome: str, duration_s: float,
-    pool: Optional[Pool] = None, snapshot_at: Optional[float] = None,
+    config: Config, fields: dict[str, object], outcome: str, duration_s: float,
+    pool: Pool | None = None, snapshot_at: float | None = None,
 ) -> bool:
     """Count one call in and rewrite the .prom file. False when metrics are off (no dir)."""
     if not config.metrics_dir or not os.path.isdir(config.metrics_dir):

@@ -6,13 +6,12 @@ controls all of them): nothing is trusted, and nothing reaches a command line un
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
-from typing import Optional
 
 from .errors import BadRequest
+from .record import record
 
 GRAPH = "ax-docker-graph-storage"
 ANONYMOUS = "ax-anonymous"
@@ -37,7 +36,7 @@ _SCOPE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class MountRequest:
     mount_dir: str
     volume_type: str
@@ -143,7 +142,7 @@ def parse_size_mb(raw: str) -> int:
     return int(raw)
 
 
-def pod_dir_of(mount_dir: str) -> Optional[str]:
+def pod_dir_of(mount_dir: str) -> str | None:
     """`<root>/pods/<uid>` for kubelet's layout `<root>/pods/<uid>/volumes/<plugin>/<volume>`."""
     parts = mount_dir.split("/")
     if len(parts) >= 6 and parts[-3] == "volumes" and parts[-5] == "pods":
@@ -151,7 +150,7 @@ def pod_dir_of(mount_dir: str) -> Optional[str]:
     return None
 
 
-def pod_uid_of(mount_dir: str, claimed: Optional[str] = None) -> Optional[str]:
+def pod_uid_of(mount_dir: str, claimed: str | None = None) -> str | None:
     """The pod uid, from kubelet's own path when it has the usual layout (a pod cannot fake that),
     else from the option a pod may set; None when neither is a plausible uid."""
     pod_dir = pod_dir_of(mount_dir)

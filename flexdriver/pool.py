@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import enum
-from typing import FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 from .errors import BadRequest, Busy, PoolExhausted
+from .record import record
 
 MIB = 1 << 20
 SLAB_TAG = "ax.slab"
@@ -49,7 +49,7 @@ class Kind(enum.Enum):
     ANONYMOUS = "anonymous"
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Slab:
     name: str
     size_bytes: int
@@ -57,28 +57,28 @@ class Slab:
     fs_type: str
     kind: Kind
     state: State
-    mount_dir: Optional[str] = None
+    mount_dir: str | None = None
     pod_uid: str = ""
     creator: str = ""
     released_at: int = 0
-    device: Optional[Tuple[int, int]] = None  # kernel major:minor while active
+    device: tuple[int, int] | None = None  # kernel major:minor while active
     active: bool = False
     scope: str = "node"
-    usage_permille: Optional[int] = None  # measured at release; None when unknown
+    usage_permille: int | None = None  # measured at release; None when unknown
 
 
 def encode_dir(path: str) -> str:
     return base64.urlsafe_b64encode(path.encode()).decode()
 
 
-def decode_dir(value: str) -> Optional[str]:
+def decode_dir(value: str) -> str | None:
     try:
         return base64.urlsafe_b64decode(value.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
 
 
-def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None, active=False) -> Optional[Slab]:
+def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None, active=False) -> Slab | None:
     """The slab these tags describe, or None for an LV that is not (or not wholly) ours."""
     tags = frozenset(tags)
     if SLAB_TAG not in tags:
@@ -117,7 +117,7 @@ def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None,
     )
 
 
-def state_tags(slab: Slab) -> FrozenSet[str]:
+def state_tags(slab: Slab) -> frozenset[str]:
     """Every tag that says where a slab is in its life (all but the fixed identity tags)."""
     tags = {f"ax.state={slab.state.value}"}
     if slab.mount_dir is not None:
@@ -133,7 +133,7 @@ def state_tags(slab: Slab) -> FrozenSet[str]:
     return frozenset(tags)
 
 
-def identity_tags(slab: Slab) -> FrozenSet[str]:
+def identity_tags(slab: Slab) -> frozenset[str]:
     return frozenset(
         {
             SLAB_TAG, f"ax.type={slab.kind.value}", f"ax.fs={slab.fs_type}", f"ax.size_mb={slab.size_mb}",
@@ -142,7 +142,7 @@ def identity_tags(slab: Slab) -> FrozenSet[str]:
     )
 
 
-def all_tags(slab: Slab) -> FrozenSet[str]:
+def all_tags(slab: Slab) -> frozenset[str]:
     return identity_tags(slab) | state_tags(slab)
 
 
@@ -156,13 +156,13 @@ class Condition(enum.Enum):
     GARBAGE = "garbage"  # half-made by a dead call, doomed, or anonymous and orphaned: delete
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Facts:
     """Node facts the adapters gather for one snapshot; the policy only reads them."""
 
-    mounted_devices: FrozenSet[Tuple[int, int]] = frozenset()
-    live_creators: FrozenSet[str] = frozenset()
-    gone_owners: FrozenSet[str] = frozenset()  # mount dirs whose pod no longer exists
+    mounted_devices: frozenset[tuple[int, int]] = frozenset()
+    live_creators: frozenset[str] = frozenset()
+    gone_owners: frozenset[str] = frozenset()  # mount dirs whose pod no longer exists
 
 
 def condition(slab: Slab, facts: Facts) -> Condition:
@@ -179,16 +179,16 @@ def condition(slab: Slab, facts: Facts) -> Condition:
     return Condition.IN_USE
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Pool:
     volume_group: str
     vg_size_bytes: int
     vg_free_bytes: int
     extent_bytes: int
-    slabs: Tuple[Slab, ...]
+    slabs: tuple[Slab, ...]
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Want:
     """What a mount asks the pool for."""
 
@@ -206,12 +206,12 @@ class Action(enum.Enum):
     CREATE = "create"  # a new slab
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class MountPlan:
     action: Action
-    slab: Optional[Slab] = None  # for RESUME, REFORMAT, REUSE
-    remove: Tuple[Slab, ...] = ()  # garbage and evictions, removed before the action
-    evicted: Tuple[Slab, ...] = ()  # the warm slabs among `remove`
+    slab: Slab | None = None  # for RESUME, REFORMAT, REUSE
+    remove: tuple[Slab, ...] = ()  # garbage and evictions, removed before the action
+    evicted: tuple[Slab, ...] = ()  # the warm slabs among `remove`
     size_bytes: int = 0  # for CREATE: the LV size, rounded up to whole extents
 
 
@@ -257,7 +257,7 @@ def plan_mount(pool: Pool, want: Want, facts: Facts) -> MountPlan:
             return MountPlan(Action.REUSE, warmest, remove=tuple(garbage))
 
     available = pool.vg_free_bytes + sum(s.size_bytes for s in garbage)
-    evicted: List[Slab] = []
+    evicted: list[Slab] = []
     for slab in sorted(reusable, key=lambda s: (s.released_at, s.name)):  # least recently used first
         if available >= size_bytes:
             break
@@ -274,7 +274,7 @@ def plan_mount(pool: Pool, want: Want, facts: Facts) -> MountPlan:
     return MountPlan(Action.CREATE, remove=tuple(garbage) + tuple(evicted), evicted=tuple(evicted), size_bytes=size_bytes)
 
 
-def _others(garbage: Sequence[Slab], keep: Slab) -> Tuple[Slab, ...]:
+def _others(garbage: Sequence[Slab], keep: Slab) -> tuple[Slab, ...]:
     return tuple(s for s in garbage if s.name != keep.name)
 
 
@@ -283,7 +283,7 @@ class Release(enum.Enum):
     DELETE = "delete"
 
 
-def plan_release(slab: Slab, usage: Optional[float], threshold: float) -> Release:
+def plan_release(slab: Slab, usage: float | None, threshold: float) -> Release:
     """Keep a graph slab for the next pod unless its filesystem is more than `threshold` full.
 
     `usage` is None when the slab was not mounted, so nothing could be measured: it goes back

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Optional
 
 from .errors import BadRequest, DeviceRefused
 from .pool import MIB
@@ -18,7 +17,7 @@ from .system.lvm import LVM
 from .system.runner import Runner
 
 
-def create_on_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: Optional[int] = None) -> str:
+def create_on_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: int | None = None) -> str:
     """vgcreate `lvm.vg` on `device` (a path, or a `udev:` match resolved here) after
     check_blank_device; returns the device node it was made on."""
     device = udev.resolve_device(device)
@@ -27,7 +26,7 @@ def create_on_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: Opt
     return device
 
 
-def check_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: Optional[int] = None) -> None:
+def check_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: int | None = None) -> None:
     """Raise DeviceRefused unless `device` is a block device with no signature on it, and
     BadRequest when `needed_mb` is given and a slab that big would not fit on it."""
     try:

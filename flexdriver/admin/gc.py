@@ -59,9 +59,7 @@ def plan(pool: Pool, facts: Facts, threshold: float) -> List[Step]:
 
 def released(slab: Slab, at: int) -> Slab:
     """The slab as the driver's unmount leaves a kept, unmeasured slab: free since `at`."""
-    return dataclasses.replace(
-        slab, state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=at, usage_permille=None
-    )
+    return slab._replace(state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=at, usage_permille=None)
 
 
 def describe(step: Step) -> str:

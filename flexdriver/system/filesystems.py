@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import List, Optional, Tuple
 
 from ..errors import DriverError
 from ..pool import usage_fraction
@@ -13,7 +12,7 @@ from .runner import Runner
 MKFS_TIMEOUT_S = 1800.0
 
 
-def mkfs_argv(fs_type: str, device: str) -> List[str]:
+def mkfs_argv(fs_type: str, device: str) -> list[str]:
     if fs_type == "ext4":
         # No discard pass over the whole LV, inode tables zeroed lazily after mount, and no
         # blocks reserved for root (dockerd is root anyway, and reserved blocks would skew the
@@ -33,7 +32,7 @@ def make(runner: Runner, fs_type: str, device: str, timeout_s: float = MKFS_TIME
     runner.run(mkfs_argv(fs_type, device), timeout=timeout_s)
 
 
-def measure(mount_point: str, device: Tuple[int, int]) -> float:
+def measure(mount_point: str, device: tuple[int, int]) -> float:
     """Usage of the filesystem mounted at `mount_point`, which must be `device` itself.
 
     statvfs on a dir that is not (or no longer) the slab's mount point would measure the
@@ -55,7 +54,7 @@ EXT4_ERROR_FS = 0x0002
 XFS_MAGIC = b"XFSB"
 
 
-def superblock_problem(device: str, fs_type: str) -> Optional[str]:
+def superblock_problem(device: str, fs_type: str) -> str | None:
     """What is wrong with the filesystem's superblock, read straight from the device, or None.
 
     A cheap check before a warm slab is handed on: a slab whose superblock is gone, or whose

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 from .runner import Runner
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
-def _read(path: str) -> Optional[str]:
+def _read(path: str) -> str | None:
     try:
         with open(path, encoding="ascii", errors="replace") as handle:
             return handle.read()
@@ -18,7 +17,7 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def process_identity(pid: int) -> Optional[str]:
+def process_identity(pid: int) -> str | None:
     """`<boot id>:<pid>:<start time>`: unique to one process for all time on this node.
 
     A pid alone is not: it is reused, and a reboot resets everything.

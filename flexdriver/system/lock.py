@@ -10,7 +10,7 @@ import contextlib
 import fcntl
 import os
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import Busy
 

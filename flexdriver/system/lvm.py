@@ -8,11 +8,11 @@ commands, as before.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from collections.abc import Iterable, Sequence
 
 from ..errors import CommandFailed
+from ..record import record
 from .lvm_shell import LVMShell, ShellUnavailable
 from .runner import Runner
 
@@ -26,22 +26,22 @@ SEPARATOR = "|"
 SHELL_REPORT = ["--noheadings", "--units", "b", "--nosuffix", "--separator", SEPARATOR]
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class LogicalVolume:
     name: str
     size_bytes: int
-    tags: FrozenSet[str]
+    tags: frozenset[str]
     active: bool
-    device: Optional[Tuple[int, int]]
+    device: tuple[int, int] | None
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class VolumeGroupReport:
     name: str
     size_bytes: int
     free_bytes: int
     extent_bytes: int
-    volumes: Tuple[LogicalVolume, ...]
+    volumes: tuple[LogicalVolume, ...]
 
 
 def dm_path(volume_group: str, name: str) -> str:
@@ -51,7 +51,7 @@ def dm_path(volume_group: str, name: str) -> str:
 
 class LVM:
     def __init__(
-        self, runner: Runner, volume_group: str, timeout_s: float = LVM_TIMEOUT_S, shell: Optional[LVMShell] = None
+        self, runner: Runner, volume_group: str, timeout_s: float = LVM_TIMEOUT_S, shell: LVMShell | None = None
     ) -> None:
         self.runner = runner
         self.vg = volume_group
@@ -61,7 +61,7 @@ class LVM:
             shell = LVMShell(runner, timeout_s)
         self.shell = shell
 
-    def report(self) -> Optional[VolumeGroupReport]:
+    def report(self) -> VolumeGroupReport | None:
         """The volume group and all its LVs, or None when the volume group does not exist."""
         found = self._report_in_shell()
         if found is not None:
@@ -83,7 +83,7 @@ class LVM:
             vg_row = _rows(listing.stdout, "vg")[0]
         return _volume_group(vg_row, rows)
 
-    def _report_in_shell(self) -> Optional[VolumeGroupReport]:
+    def _report_in_shell(self) -> VolumeGroupReport | None:
         """The report from the shell when it has rows; None leaves it to the single commands
         (an empty volume group, a missing one, an error: lvs says which by its exit status)."""
         if self.shell is None:
@@ -107,7 +107,7 @@ class LVM:
         except (KeyError, ValueError):
             return None
 
-    def volume_group_names(self) -> List[str]:
+    def volume_group_names(self) -> list[str]:
         result = self.runner.run(["vgs", *REPORT, "-o", "vg_name"], timeout=self.timeout_s)
         return [row["vg_name"] for row in _rows(result.stdout, "vg")]
 
@@ -134,7 +134,7 @@ class LVM:
         if not self._create_in_shell(argv, name, set(tags)):
             self.runner.run(argv, timeout=self.timeout_s)
 
-    def _create_in_shell(self, argv: List[str], name: str, tags: Set[str]) -> bool:
+    def _create_in_shell(self, argv: list[str], name: str, tags: set[str]) -> bool:
         """True when the shell created the LV, active and with every tag, as a read-back shows;
         False when it could not be used (the single command runs instead: if the shell's
         lvcreate did happen, that one fails on the existing name, and the slab, tagged as being
@@ -172,7 +172,7 @@ class LVM:
         if not self._retag_in_shell(argv + [target], target, add, delete):
             self.runner.run(argv + [target], timeout=self.timeout_s)
 
-    def _retag_in_shell(self, argv: List[str], target: str, add: Set[str], delete: Set[str]) -> bool:
+    def _retag_in_shell(self, argv: list[str], target: str, add: set[str], delete: set[str]) -> bool:
         """True when the shell made the change, as the LV's tags read back afterwards show.
         False when it did nothing (the single command runs instead); raises when it ran the
         change and the tags did not come back as asked."""
@@ -204,7 +204,7 @@ class LVM:
             self.runner.run(["lvremove", "--yes", *[f"{self.vg}/{n}" for n in names]], timeout=self.timeout_s)
 
 
-def _rows(stdout: str, kind: str) -> List[Dict[str, str]]:
+def _rows(stdout: str, kind: str) -> list[dict[str, str]]:
     try:
         report = json.loads(stdout)["report"]
         return [row for section in report for row in section.get(kind, [])]
@@ -212,7 +212,7 @@ def _rows(stdout: str, kind: str) -> List[Dict[str, str]]:
         raise CommandFailed(["lvm report"], 0, "", f"unreadable LVM JSON report: {err}") from err
 
 
-def _volume_group(vg_row: Dict[str, str], rows: List[Dict[str, str]]) -> VolumeGroupReport:
+def _volume_group(vg_row: dict[str, str], rows: list[dict[str, str]]) -> VolumeGroupReport:
     return VolumeGroupReport(
         name=vg_row["vg_name"],
         size_bytes=int(vg_row["vg_size"]),
@@ -222,7 +222,7 @@ def _volume_group(vg_row: Dict[str, str], rows: List[Dict[str, str]]) -> VolumeG
     )
 
 
-def _volume(row: Dict[str, str]) -> LogicalVolume:
+def _volume(row: dict[str, str]) -> LogicalVolume:
     major, minor = row.get("lv_kernel_major", ""), row.get("lv_kernel_minor", "")
     device = (int(major), int(minor)) if major.isdigit() and minor.isdigit() and int(major) >= 0 else None
     tags = frozenset(tag for tag in row.get("lv_tags", "").split(",") if tag)

@@ -19,26 +19,26 @@ cannot decide from it is run again as a single command, whose exit status is aut
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import select
 import signal
 import subprocess
 import time
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 from .. import failpoints
 from ..errors import CommandFailed, CommandTimedOut
+from ..record import record
 from .runner import CHILD_ENV, Runner, _die_with_parent
 
 # What the shell's own line splitter passes through unchanged: no quotes, spaces, comments.
 _PLAIN_ARG = re.compile(r"[A-Za-z0-9_+.,:=/@|%-]+")
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class ShellResult:
-    argv: List[str]
+    argv: list[str]
     stdout: str
     report: str
     stderr: str
@@ -53,7 +53,7 @@ class LVMShell:
     def __init__(self, runner: Runner, timeout_s: float) -> None:
         self.runner = runner
         self.timeout_s = timeout_s
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: subprocess.Popen | None = None
         self._report_fd = -1
         self._sequence = 0
         self._broken = False

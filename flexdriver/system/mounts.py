@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
+from ..record import record
 from .runner import Runner
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -14,15 +14,15 @@ MOUNT_TIMEOUT_S = 300.0
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class MountEntry:
     mount_point: str
-    device: Tuple[int, int]
+    device: tuple[int, int]
     fs_type: str
     source: str
 
 
-def parse_mountinfo(text: str) -> List[MountEntry]:
+def parse_mountinfo(text: str) -> list[MountEntry]:
     entries = []
     for line in text.splitlines():
         fields = line.split(" ")
@@ -47,12 +47,12 @@ def _unescape(field: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
-def read_mounts(path: str = MOUNTINFO) -> List[MountEntry]:
+def read_mounts(path: str = MOUNTINFO) -> list[MountEntry]:
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         return parse_mountinfo(handle.read())
 
 
-def mount_at(entries: Sequence[MountEntry], mount_point: str) -> Optional[MountEntry]:
+def mount_at(entries: Sequence[MountEntry], mount_point: str) -> MountEntry | None:
     """The topmost mount on `mount_point` (later lines are mounted over earlier ones)."""
     found = None
     for entry in entries:

@@ -15,15 +15,15 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import signal
 import subprocess
 import time
-from typing import Callable, Deque, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from .. import failpoints
 from ..errors import CommandFailed, CommandTimedOut
+from ..record import record
 
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 CHILD_ENV = {
@@ -36,9 +36,9 @@ DEFAULT_TIMEOUT_S = 120.0
 KILL_GRACE_S = 5.0
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class Completed:
-    argv: List[str]
+    argv: list[str]
     returncode: int
     stdout: str
     stderr: str
@@ -48,9 +48,9 @@ class Completed:
 class Runner:
     def __init__(self, search_path: Sequence[str] = SEARCH_PATH) -> None:
         self._search_path = tuple(search_path)
-        self._resolved: Dict[str, str] = {}
+        self._resolved: dict[str, str] = {}
         # The last commands, kept for the call's log line when something fails.
-        self.history: Deque[Completed] = collections.deque(maxlen=20)
+        self.history: collections.deque[Completed] = collections.deque(maxlen=20)
 
     def resolve(self, program: str) -> str:
         if program.startswith("/"):
@@ -127,7 +127,7 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-_prctl: Optional[Callable[..., int]] = None
+_prctl: Callable[..., int] | None = None
 
 
 def _die_with_parent() -> None:

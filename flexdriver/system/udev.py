@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Dict, List, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..errors import DeviceRefused, DriverError
 
@@ -29,11 +29,11 @@ def is_match_spec(device: str) -> bool:
     return device.startswith(PREFIX)
 
 
-def parse_match(spec: str) -> Dict[str, str]:
+def parse_match(spec: str) -> dict[str, str]:
     """`udev:KEY=VALUE[,KEY=VALUE...]` -> {KEY: VALUE}; ValueError naming what is wrong."""
     if not is_match_spec(spec):
         raise ValueError(f"a udev device match starts with {PREFIX!r}")
-    match: Dict[str, str] = {}
+    match: dict[str, str] = {}
     for item in spec[len(PREFIX):].split(","):
         key, sep, value = item.strip().partition("=")
         if not sep or not _KEY.fullmatch(key) or not value.strip():
@@ -57,7 +57,7 @@ def pick(devices: Sequence[Mapping[str, str]], match: Mapping[str, str], spec: s
     )
 
 
-def block_devices() -> List[Dict[str, str]]:
+def block_devices() -> list[dict[str, str]]:
     """Every block device udev knows, as its properties (DEVNAME included)."""
     import pyudev
 

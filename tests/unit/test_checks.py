@@ -3,7 +3,6 @@ of a device through blkid and pvs (runner faked)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -62,7 +61,7 @@ def without(*programs):
     ],
 )
 def test_each_prerequisite_fails_alone_with_its_own_message(change, name, words):
-    found = failures(dataclasses.replace(HEALTHY, **change))
+    found = failures(HEALTHY._replace(**change))
     assert [c.name for c in found] == [name]
     for word in words:
         assert word in found[0].line()

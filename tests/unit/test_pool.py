@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 
@@ -228,7 +227,7 @@ def test_condition_for_every_state_and_fact(state, kind, mounted, creator_alive,
 
 
 def test_a_slab_without_a_device_is_never_taken_for_mounted():
-    s = dataclasses.replace(slab("slab-x", State.FREE), device=None)
+    s = slab("slab-x", State.FREE)._replace(device=None)
     assert condition(s, Facts(mounted_devices=frozenset({(253, 0)}))) is Condition.FREE
 
 
@@ -512,25 +511,25 @@ def test_usage_fraction_is_computed_like_df(blocks, free_blocks, avail_blocks, e
 
 
 def test_reuse_only_inherits_slabs_of_the_same_cache_scope():
-    other_ns = dataclasses.replace(free("team-b", 900), scope="ns.team-b")
+    other_ns = free("team-b", 900)._replace(scope="ns.team-b")
     node_wide = free("node-wide", 800)
-    mine = dataclasses.replace(free("team-a", 100), scope="ns.team-a")
+    mine = free("team-a", 100)._replace(scope="ns.team-a")
     pool = make_pool(other_ns, node_wide, mine, vg_free_mb=50 * 1024)
-    plan = plan_mount(pool, dataclasses.replace(want(), scope="ns.team-a"), facts())
+    plan = plan_mount(pool, want()._replace(scope="ns.team-a"), facts())
     assert (plan.action, plan.slab.name) == (Action.REUSE, "team-a")
     plan = plan_mount(pool, want(), facts())
     assert (plan.action, plan.slab.name) == (Action.REUSE, "node-wide")
 
 
 def test_a_scope_with_no_slab_of_its_own_gets_a_new_one_and_may_evict_other_scopes():
-    other = dataclasses.replace(free("team-b", 900), scope="ns.team-b")
-    plan = plan_mount(make_pool(other, vg_size_mb=1024, vg_free_mb=0), dataclasses.replace(want(), scope="key.ci"), facts())
+    other = free("team-b", 900)._replace(scope="ns.team-b")
+    plan = plan_mount(make_pool(other, vg_size_mb=1024, vg_free_mb=0), want()._replace(scope="key.ci"), facts())
     # Space is node-wide: another scope's warm slab may be evicted, but never handed over.
     assert plan.action is Action.CREATE and names(plan.evicted) == ["team-b"]
 
 
 def test_scope_tag_round_trips_and_is_part_of_the_identity():
-    scoped = dataclasses.replace(free("s", 5), scope="key.team_a.1")
+    scoped = free("s", 5)._replace(scope="key.team_a.1")
     assert "ax.scope=key.team_a.1" in all_tags(scoped)
     assert slab_from_tags("s", scoped.size_bytes, all_tags(scoped)).scope == "key.team_a.1"
 
@@ -541,7 +540,7 @@ def test_slabs_made_before_scopes_existed_are_node_scoped():
 
 
 def test_usage_at_release_is_kept_in_a_free_slab_tag():
-    kept = dataclasses.replace(free("s", 5), usage_permille=231)
+    kept = free("s", 5)._replace(usage_permille=231)
     assert "ax.usage=231" in all_tags(kept)
     assert slab_from_tags("s", kept.size_bytes, all_tags(kept)).usage_permille == 231
     assert slab_from_tags("s", kept.size_bytes, all_tags(kept) - {"ax.usage=231"}).usage_permille is None

@@ -3,7 +3,6 @@ and the pool-health checks against a simulated node."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 
@@ -56,14 +55,14 @@ def test_a_healthy_node_exits_0_with_one_line_per_check(prerequisites, node, inv
 
 
 def test_any_failure_exits_1_and_says_what_to_do(prerequisites, invoke):
-    prerequisites["facts"] = dataclasses.replace(HEALTHY, python_version=(3, 7, 3))
+    prerequisites["facts"] = HEALTHY._replace(python_version=(3, 7, 3))
     result = invoke("doctor", "--prerequisites")
     assert result.exit_code == EXIT_PROBLEMS
     assert "FAIL python3: /usr/bin/python3 is 3.7.3, the driver needs 3.9 or newer -> install python3" in result.stdout
 
 
 def test_json_lists_every_check(prerequisites, invoke):
-    prerequisites["facts"] = dataclasses.replace(HEALTHY, device=checks.DeviceFacts("/dev/sdq", exists=False))
+    prerequisites["facts"] = HEALTHY._replace(device=checks.DeviceFacts("/dev/sdq", exists=False))
     result = invoke("doctor", "--json")
     body = json.loads(result.stdout)
     assert result.exit_code == EXIT_PROBLEMS and body["ok"] is False
