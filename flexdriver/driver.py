@@ -88,6 +88,7 @@ class Driver:
                     ) from None
 
     def _mount_once(self, request: MountRequest, want: Want, path: str) -> str:
+        self.lvm.start_shell()
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=want.size_mb)
             self.record.saw(pool)
@@ -188,6 +189,7 @@ class Driver:
         path = canonical(parse_mount_dir(mount_dir))
         self.record.note(pod=_pod_of(path))
         usage: float | None = None  # stays None when the slab was not mounted: nothing to measure
+        self.lvm.start_shell()
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=None)
             self.record.saw(pool)

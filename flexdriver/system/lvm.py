@@ -61,6 +61,11 @@ class LVM:
             shell = LVMShell(runner, timeout_s)
         self.shell = shell
 
+    def start_shell(self) -> None:
+        """Before the node lock: see LVMShell.start."""
+        if self.shell is not None:
+            self.shell.start()
+
     def report(self) -> VolumeGroupReport | None:
         """The volume group and all its LVs, or None when the volume group does not exist."""
         found = self._report_in_shell()

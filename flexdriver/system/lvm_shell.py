@@ -6,8 +6,8 @@ own shell: `lvm` reading commands on stdin, the way lvmdbusd drives it. Nothing 
 
 - each command is still its own LVM command, taking and releasing LVM's locks and committing its
   metadata as it would on its own; the shell holds nothing between commands;
-- the shell is started, and spoken to, only by the call that holds the node lock or owns the slab,
-  exactly where the single commands ran;
+- the shell is spoken to only by the call that holds the node lock or owns the slab, exactly where
+  the single commands ran (it is started before the lock is taken: idle, it touches nothing);
 - it dies with the driver (PR_SET_PDEATHSIG), and exits on its own when its stdin closes.
 
 The shell gives no exit status per command, so after each command a made-up one is sent whose
@@ -109,6 +109,16 @@ class LVMShell:
             stderr.strip(),
             time.monotonic() - started,
         )
+
+    def start(self) -> None:
+        """Start the shell now, before it is needed: LVM's start-up (its libraries and config,
+        most of what an LVM command costs) then overlaps the wait for the node lock instead of
+        adding to the time the lock is held. The shell does nothing until spoken to."""
+        if not self._broken and self._proc is None:
+            try:
+                self._started()
+            except ShellUnavailable:
+                pass
 
     def close(self) -> None:
         if self._proc is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
 
 import pytest
 
@@ -90,3 +91,21 @@ def test_no_lvm_program_means_no_shell(tmp_path):
     shell = LVMShell(Runner(search_path=[str(tmp_path)]), timeout_s=5.0)
     with pytest.raises(ShellUnavailable):
         shell.run(["lvs", "vg"])
+
+
+def test_a_shell_started_ahead_is_the_one_commands_then_use(shell):
+    shell.start()
+    shell.start()  # idempotent
+    deadline = time.monotonic() + 10
+    while not shell.log.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # it comes up on its own, before any command
+    assert shell.log.read_text().count("start ") == 1
+    assert shell.run(["lvs", "vg"]).report == "  vg|1|2\n"
+    assert shell.log.read_text().count("start ") == 1
+
+
+def test_starting_ahead_without_lvm_is_left_to_the_single_commands(tmp_path):
+    lonely = LVMShell(Runner(search_path=[str(tmp_path)]), timeout_s=5.0)
+    lonely.start()  # no lvm here: nothing raised now
+    with pytest.raises(ShellUnavailable):
+        lonely.run(["lvs", "vg"])
