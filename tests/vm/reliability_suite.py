@@ -38,6 +38,8 @@ def main(argv) -> int:
     parser.add_argument("--report", default=REPORT, help="where to write the report (default: docs/reliability.md)")
     args = parser.parse_args(argv)
 
+    revision = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
+                              text=True).stdout.strip() or "unknown"
     subprocess.run([os.path.join(REPO, "packaging", "build")], check=True)
     workdir = os.path.join(REPO, ".vm", time.strftime("reliability-%Y%m%d-%H%M%S"))
     os.makedirs(workdir)
@@ -64,7 +66,7 @@ def main(argv) -> int:
     missing = [n for n in expected if n not in got]
     missed = [f"{s['name']}: {m}" for s in results["scenarios"] for m in missed_targets(s)]
     missed += [f"{n}: did not run (guest exit {rc})" for n in missing]
-    write_report(args.report, results, args, elapsed, missed)
+    write_report(args.report, dict(results, revision=revision), args, elapsed, missed)
     print(f"reliability: report written to {os.path.relpath(args.report, REPO)}")
     for line in missed:
         print(f"reliability: target missed: {line}", file=sys.stderr)
@@ -93,8 +95,8 @@ def write_report(path: str, results: dict, args, elapsed: float, missed: list) -
         "",
         f"Written by `{command}` (`python -m tests.vm.reliability_suite --level {args.level}`) from the run of "
         f"{results['started']}: one VM boot (kernel {results['kernel']}, qemu software emulation, blank disk images), "
-        f"{elapsed / 60:.1f} minutes in all. The driver is the built `dist/vol_plugin`, installed as the docs say "
-        "and called exactly as kubelet calls it (`tests/realkernel/node.py`).",
+        f"{elapsed / 60:.1f} minutes in all. The driver is `dist/vol_plugin` built from {results.get('revision', 'unknown')}, "
+        "installed as the docs say and called exactly as kubelet calls it (`tests/realkernel/node.py`).",
         "",
         "Every trial ends with the same invariant checker (`tests/reliability/invariants.py`), which looks from "
         "outside, at LVM's report, the kernel's mount and device-mapper tables, the process list and the pods' "
