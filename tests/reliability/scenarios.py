@@ -29,10 +29,10 @@ LEVELS = {
     # a sample of the known-bad calls and a few generated ones.
     "short": dict(warm_steps=1, anonymous=False, random_kills=2, tool_faults="short", metadata=False,
                   reboot_loops=2, reboot_pods=2, storm_rounds=1, storm_pods=8, known_bad_every=5,
-                  fuzz_examples=8, xfs=False, metadata_slab_mb=4),
+                  fuzz_examples=8, xfs=False, metadata_slab_mb=1),
     "full": dict(warm_steps=4, anonymous=True, random_kills=16, tool_faults="full", metadata=True,
                  reboot_loops=8, reboot_pods=4, storm_rounds=4, storm_pods=20, known_bad_every=1,
-                 fuzz_examples=120, xfs=True, metadata_slab_mb=4),
+                 fuzz_examples=120, xfs=True, metadata_slab_mb=1),
 }
 
 COLD_MOUNT_STEPS = [
@@ -379,7 +379,8 @@ def metadata_full(s: Scenario, level: dict) -> None:
         wipe_pool()
         # LVM rounds the metadata area up to the data alignment: a small alignment keeps it small.
         node.run("pvcreate", "--yes", "--metadatasize", "32k", "--dataalignment", "16k", SPARE)  # LVM's minimum
-        node.run("vgcreate", "--yes", node.VOLUME_GROUP, SPARE)
+        # 1 MiB extents and 1 MiB slabs: the small spare disk holds more slabs than the area can describe.
+        node.run("vgcreate", "--yes", "--physicalextentsize", "1m", node.VOLUME_GROUP, SPARE)
         mda = node.run("pvs", "--noheadings", "--units", "b", "-o", "pv_mda_size", SPARE).stdout.strip()
         faults.write_config(device=SPARE)
         pods: List[Pod] = []
@@ -413,6 +414,7 @@ def metadata_full(s: Scenario, level: dict) -> None:
     finally:
         faults.write_config()
         wipe_pool()
+        s.running.clear()  # wiped with the pool: none of its pods runs on in the next trial
 
 
 def device_vanishes(s: Scenario) -> None:
@@ -459,6 +461,7 @@ def device_vanishes(s: Scenario) -> None:
         fragile.remove()
         faults.write_config()
         wipe_pool()
+        s.running.clear()
 
 
 # ---- 3. reboot loops --------------------------------------------------------------------------

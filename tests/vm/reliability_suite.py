@@ -1,11 +1,16 @@
 """Run the reliability scenarios (tests/reliability) in a throw-away VM and write docs/reliability.md.
 
     python -m tests.vm.reliability_suite [--level short|full] [--only crash,faults,...]
+    python -m tests.vm.reliability_suite --merge RESULTS.json RESULTS.json ...
 
 One boot on blank disks; the guest writes its figures into the run's results dir (the VM's only
 way out), and this side turns them into the report. Exit status: non-zero if any target is
 missed (a failure, a leaked slab, a double mount, a data-loss event, more than two retries to
 recover), if the guest could not run, or if a scenario is missing from the results.
+
+--merge writes one report from several runs' results (each run's dir under .vm keeps its
+reliability.json): a scenario re-run later replaces the earlier run's figures for it, and the
+report names every run it draws on.
 """
 
 from __future__ import annotations
@@ -56,7 +61,17 @@ def main(argv) -> int:
     parser.add_argument("--only", default="")
     parser.add_argument("--order", default="", help="scenario names in the order to run them")
     parser.add_argument("--report", default=REPORT, help="where to write the report (default: docs/reliability.md)")
+    parser.add_argument("--merge", nargs="+", metavar="RESULTS", help="write the report from these runs' results")
     args = parser.parse_args(argv)
+    if args.merge:
+        runs = []
+        for path in args.merge:
+            with open(path) as handle:
+                runs.append(json.load(handle))
+        missed = [f"{s['name']}: {m}" for s in merged_scenarios(runs) for m in missed_targets(s)]
+        write_report(args.report, runs, missed)
+        print(f"reliability: report written to {os.path.relpath(args.report, REPO)}")
+        return 1 if missed else 0
 
     revision = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
                               text=True).stdout.strip() or "unknown"
@@ -86,7 +101,10 @@ def main(argv) -> int:
     missing = [n for n in expected if n not in got]
     missed = [f"{s['name']}: {m}" for s in results["scenarios"] for m in missed_targets(s)]
     missed += [f"{n}: did not run (guest exit {rc})" for n in missing]
-    write_report(args.report, dict(results, revision=revision), args, elapsed, missed)
+    results.update(revision=revision, level=args.level, minutes=round(elapsed / 60, 1))
+    with open(results_path, "w") as handle:  # what --merge reads later
+        json.dump(results, handle, indent=1)
+    write_report(args.report, [results], missed)
     print(f"reliability: report written to {os.path.relpath(args.report, REPO)}")
     for line in missed:
         print(f"reliability: target missed: {line}", file=sys.stderr)
@@ -108,15 +126,38 @@ def missed_targets(s: dict) -> list:
     return missed
 
 
-def write_report(path: str, results: dict, args, elapsed: float, missed: list) -> None:
-    command = "make reliability" if args.level == "full" else "make reliability-short"
+def merged_scenarios(runs: list) -> list:
+    """Each scenario's figures from the last run that has it, in the order they first ran."""
+    order, latest = [], {}
+    for run in runs:
+        for scenario in run["scenarios"]:
+            if scenario["name"] not in latest:
+                order.append(scenario["name"])
+            latest[scenario["name"]] = dict(scenario, run=run)
+    return [latest[name] for name in order]
+
+
+def write_report(path: str, runs: list, missed: list) -> None:
+    scenarios = merged_scenarios(runs)
+    level = runs[-1].get("level", "full")
+    command = "make reliability" if level == "full" else "make reliability-short"
+    if len(runs) > 1:
+        command = "python -m tests.vm.reliability_suite --merge " + " ".join("RESULTS" for _ in runs)
+
+    def describe(run: dict) -> str:
+        used = [s["name"] for s in scenarios if s["run"] is run]
+        return (f"the run of {run['started']} ({run.get('level', 'full')} level, driver built from "
+                f"{run.get('revision', 'unknown')}, {run.get('minutes', '?')} minutes, kernel {run['kernel']}): "
+                f"{', '.join(used) or 'nothing used'}")
+
     lines = [
         "# Reliability: what was tried on a real kernel, and what held",
         "",
-        f"Written by `{command}` (`python -m tests.vm.reliability_suite --level {args.level}`) from the run of "
-        f"{results['started']}: one VM boot (kernel {results['kernel']}, qemu software emulation, blank disk images), "
-        f"{elapsed / 60:.1f} minutes in all. The driver is `dist/vol_plugin` built from {results.get('revision', 'unknown')}, "
-        "installed as the docs say and called exactly as kubelet calls it (`tests/realkernel/node.py`).",
+        f"Written by `{command}`. Each run is one VM boot (qemu software emulation, blank disk images); "
+        "the driver is the built `dist/vol_plugin`, installed as the docs say and called exactly as kubelet "
+        "calls it (`tests/realkernel/node.py`). The figures below are from:",
+        "",
+        *[f"- {describe(run)}" for run in runs if any(s["run"] is run for s in scenarios)],
         "",
         "Every trial ends with the same invariant checker (`tests/reliability/invariants.py`), which looks from "
         "outside, at LVM's report, the kernel's mount and device-mapper tables, the process list and the pods' "
@@ -130,14 +171,14 @@ def write_report(path: str, results: dict, args, elapsed: float, missed: list) -
         "| scenario | " + " | ".join(label for _, label in COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
     ]
-    for s in results["scenarios"]:
+    for s in scenarios:
         cut = "" if s.get("complete", True) else " (interrupted)"
         lines.append(f"| {s['name']}: {s['title']}{cut} | " + " | ".join(str(s[key]) for key, _ in COLUMNS) + " |")
     lines += ["", "**Result: every target met.**" if not missed else "**Targets missed:**", ""]
     lines += [f"- {m}" for m in missed]
     lines += ["", "## What these scenarios found, and what was changed", ""]
     lines += [f"- {finding}" for finding in FINDINGS]
-    for s in results["scenarios"]:
+    for s in scenarios:
         lines += ["", f"## {s['name']}: {s['title']}", ""]
         lines.append(f"{s['trials']} trials, {s['recoveries']} recoveries by kubelet's retry "
                      f"({s['retries_total']} calls in all, at most {s['max_retries']} for one).")
