@@ -588,9 +588,12 @@ def storms(s: Scenario, level: dict) -> None:
         retried: List[Pod] = []
         settle(wave([(unmount_one, p) for p in list(s.running)], 16), retried)
         leaving_now.clear()
-        # The pods still waiting for room get it now, as kubelet's retries would.
+        # The pods still waiting for room get it now, as kubelet's retries would: each runs and
+        # ends in turn (all of them at once may be more than the volume group holds).
         for pod in pending:
             s.retry_mount(pod, marker="late")
+            s.checkpoint()
+            s.unmount(pod)
         pending = []
         s.checkpoint()
         leaving_now.update(s.running)
