@@ -1,6 +1,6 @@
 # make demo   boot a real kernel, install the driver, play kubelet for a series of pods
 # make test   unit tests, the real-kernel suite (two VM boots) and the short reliability run
-#             (one boot): about an hour and ten minutes on 2 cores
+#             (one boot): about 75 minutes on 2 cores
 # make reliability  the full reliability run, which writes docs/reliability.md
 # make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)
 # make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv
