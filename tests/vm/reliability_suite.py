@@ -52,6 +52,13 @@ FINDINGS = [
     "LVM the same PV twice, and LVM refuses to change a VG with duplicate PVs. The map now starts 1 MiB in.",
     "One failed trial used to be blamed again in every trial after it (a pod it lost, a process it left); "
     "after a failure the harness now counts what broke once and resynchronises with the node.",
+    "Trials whose refused call must change nothing were failed by a legitimate eviction (free slabs left by "
+    "earlier trials filled the volume group); they now give that space back first with "
+    "`ax-vol-plugin evict --keep 0 --yes`.",
+    "The full-metadata trial could not make its volume group (LVM's smallest metadata area is 32 KiB), and then "
+    "ran out of extents before metadata; it now uses 1 MiB extents and 1 MiB slabs.",
+    "The storm's drain mounted every pod still waiting for room at once, more than the volume group holds; "
+    "each now runs and ends in turn, as pods on a full node do.",
 ]
 
 
