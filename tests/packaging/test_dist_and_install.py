@@ -32,7 +32,7 @@ def test_every_module_is_python_3_9_syntax():
 def test_dist_is_one_executable_zip_of_sources_and_their_byte_code(dist):
     assert os.access(dist, os.X_OK)
     with open(dist, "rb") as handle:
-        assert handle.readline() == b"#!/bin/sh\n"  # the header: packaging/driver-header.sh
+        assert handle.readline() == b"#!/usr/bin/env -S -C / /bin/sh\n"  # the header: packaging/driver-header.sh
         assert b"\npython='python3'\n" in handle.read(4096)
     names = zipfile.ZipFile(dist).namelist()
     assert "__main__.py" in names and "flexdriver/driver.py" in names
