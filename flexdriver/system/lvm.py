@@ -139,23 +139,31 @@ class LVM:
         if not self._create_in_shell(argv, name, set(tags)):
             self.runner.run(argv, timeout=self.timeout_s)
 
+    def _run_and_read_back(self, argv: list[str], target: str, fields: str):
+        """Run a change in the shell, then read `fields` of `target` back in it: (change, read-back);
+        None when the shell could not run the change; read-back None when the shell went away after."""
+        if self.shell is None:
+            return None
+        try:
+            change = self.shell.run(argv)
+        except ShellUnavailable:
+            return None
+        try:
+            return change, self.shell.run(["lvs", *SHELL_REPORT, "-o", fields, target])
+        except ShellUnavailable:
+            return change, None
+
     def _create_in_shell(self, argv: list[str], name: str, tags: set[str]) -> bool:
         """True when the shell created the LV, active and with every tag, as a read-back shows;
         False when it could not be used (the single command runs instead: if the shell's
         lvcreate did happen, that one fails on the existing name, and the slab, tagged as being
         created by this call, is reclaimed like any a dead call left); raises when the shell
         ran the command and the LV is not there as asked."""
-        if self.shell is None:
-            return False
-        try:
-            change = self.shell.run(argv)
-        except ShellUnavailable:
-            return False
         target = f"{self.vg}/{name}"
-        try:
-            check = self.shell.run(["lvs", *SHELL_REPORT, "-o", "lv_active,lv_tags", target])
-        except ShellUnavailable:
+        done = self._run_and_read_back(argv, target, "lv_active,lv_tags")
+        if done is None or done[1] is None:
             return False
+        change, check = done
         row = check.report.strip()
         if row:
             active, _, listed = row.partition(SEPARATOR)
@@ -181,16 +189,10 @@ class LVM:
         """True when the shell made the change, as the LV's tags read back afterwards show.
         False when it did nothing (the single command runs instead); raises when it ran the
         change and the tags did not come back as asked."""
-        if self.shell is None:
+        done = self._run_and_read_back(argv, target, "lv_tags")
+        if done is None:
             return False
-        try:
-            change = self.shell.run(argv)
-        except ShellUnavailable:
-            return False
-        try:
-            check = self.shell.run(["lvs", *SHELL_REPORT, "-o", "lv_tags", target])
-        except ShellUnavailable:
-            check = None
+        change, check = done
         if check is not None and check.report.strip():
             tags = set(check.report.strip().split(","))
             if add <= tags and not (delete - add) & tags:
