@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,6 +52,53 @@ profile.dump_stats(out)
 
 def log(text: str) -> None:
     print(f"bench [{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# A section runs 1.5-5 minutes on a quiet host. One that hung once (DinD, no disk writes, busy
+# vCPUs) left nothing to say why; past this, the section's processes are logged, and again each
+# time it passes again, so that the run's log shows what was running.
+WATCH_S = 900
+
+
+class SectionWatch:
+    """Logs what the guest is running while a section takes longer than WATCH_S."""
+
+    def __init__(self, name: str, every_s: float = WATCH_S) -> None:
+        self.name = name
+        self.every_s = every_s
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> SectionWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        waited = 0.0
+        while not self.stopped.wait(self.every_s):
+            waited += self.every_s
+            log(f"{self.name}: still running after {waited:.0f} s; its processes:")
+            try:
+                ps = subprocess.run(
+                    ["ps", "-eo", "pid,ppid,stat,etime,time,wchan:24,args", "--sort=start_time"],
+                    capture_output=True, text=True, timeout=60,
+                )
+                lines = ps.stdout.splitlines()
+                # Kernel threads only when running or in uninterruptible sleep (a stuck flush).
+                shown = lines[:1] + [
+                    line[:240] for line in lines[1:]
+                    if "[" not in line.split()[6][:1] or line.split()[2][:1] in ("R", "D")
+                ]
+                print("\n".join(shown[-40:]), flush=True)
+            except (OSError, subprocess.TimeoutExpired) as err:
+                print(f"ps: {err}", flush=True)
+            for path in sorted(p for p in os.listdir("/tmp") if p.startswith("dind-") and p.endswith(".log")):
+                with open(os.path.join("/tmp", path), errors="replace") as handle:
+                    print(f"--- /tmp/{path}, last lines:\n" + "".join(handle.readlines()[-15:]), flush=True)
 
 
 def ok(reply, expect: str = ""):
@@ -365,10 +413,11 @@ def main() -> int:
             continue
         log(f"{name}...")
         started = time.perf_counter()
-        if name == "init":
-            section(results)
-        else:
-            section(kubelet, results)
+        with SectionWatch(name):
+            if name == "init":
+                section(results)
+            else:
+                section(kubelet, results)
         results["timings"][name] = time.perf_counter() - started
         log(f"{name} done in {results['timings'][name]:.0f} s")
         with open(out, "w") as handle:
