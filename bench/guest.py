@@ -4,6 +4,7 @@ alternately with it. Writes bench.json into the run's results dir."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bench.stats import figure, timed
 from tests.realkernel import node
-from tests.realkernel.dind import build_image_tarball, run_ci_job
+from tests.realkernel.dind import DAEMON_LOG, build_image_tarball, run_ci_job
 from tests.realkernel.node import Kubelet, Pod
 
 VG = node.VOLUME_GROUP
@@ -87,18 +88,18 @@ class SectionWatch:
                     ["ps", "-eo", "pid,ppid,stat,etime,time,wchan:24,args", "--sort=start_time"],
                     capture_output=True, text=True, timeout=60,
                 )
-                lines = ps.stdout.splitlines()
-                # Kernel threads only when running or in uninterruptible sleep (a stuck flush).
-                shown = lines[:1] + [
-                    line[:240] for line in lines[1:]
-                    if "[" not in line.split()[6][:1] or line.split()[2][:1] in ("R", "D")
+                header, *rows = ps.stdout.splitlines()
+                # Kernel threads ([name]) only when running or in uninterruptible sleep (a stuck flush).
+                shown = [
+                    row[:240] for row in rows
+                    if not row.split(None, 6)[6].startswith("[") or row.split(None, 3)[2][0] in "RD"
                 ]
-                print("\n".join(shown[-40:]), flush=True)
+                print("\n".join([header, *shown[-40:]]), flush=True)
             except (OSError, subprocess.TimeoutExpired) as err:
                 print(f"ps: {err}", flush=True)
-            for path in sorted(p for p in os.listdir("/tmp") if p.startswith("dind-") and p.endswith(".log")):
-                with open(os.path.join("/tmp", path), errors="replace") as handle:
-                    print(f"--- /tmp/{path}, last lines:\n" + "".join(handle.readlines()[-15:]), flush=True)
+            for path in sorted(glob.glob(DAEMON_LOG.format(name="*"))):
+                with open(path, errors="replace") as handle:
+                    print(f"--- {path}, last lines:\n" + "".join(handle.readlines()[-15:]), flush=True)
 
 
 def ok(reply, expect: str = ""):

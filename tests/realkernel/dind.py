@@ -20,6 +20,7 @@ CONTAINERD = "/usr/bin/containerd"
 DOCKER = "/usr/bin/docker"  # the client that matches Debian's dockerd
 BUSYBOX = "/bin/busybox"
 IMAGE = "ci/toolchain:1"
+DAEMON_LOG = "/tmp/dind-{name}.log"  # one per pod's daemons (containerd and dockerd)
 
 
 def build_image_tarball(path: str, payload_mb: int = 64) -> str:
@@ -49,7 +50,7 @@ class InnerDocker:
         self.name = name
         self.socket = f"/tmp/dind-{name}.sock"
         self.exec_root = f"/tmp/dind-{name}-exec"
-        self.log = f"/tmp/dind-{name}.log"
+        self.log = DAEMON_LOG.format(name=name)
         self.containerd_socket = f"/tmp/dind-{name}-containerd.sock"
         self.containerd = None
         self.proc = None
