@@ -1,15 +1,27 @@
 # make demo   boot a real kernel, install the driver, play kubelet for a series of pods
-# make test   unit tests, the real-kernel suite (two VM boots) and the short reliability run
-#             (one boot): about 75 minutes on 2 cores
+# make test   lint, unit tests, the real-kernel suite (two VM boots) and the short reliability run
+#             (one boot), each phase timed, with a table of their minutes at the end
 # make reliability  the full reliability run, which writes docs/reliability.md
 # make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)
-# make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv
+# make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv;
+#             virtiofsd built with cargo into the cache dir (outside the repo)
 
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace \
             docker.io apparmor busybox-static lintian inotify-tools prometheus
 STAMP   := $(VENV)/.deps-installed
+# Build outputs and downloads the VM needs, kept outside the repo and reused by later runs. The
+# guest must be able to read it: not under /var or /tmp, which the guest overlays with its own.
+AX_CACHE_DIR ?= $(HOME)/.cache/ax-vol-plugin
+export AX_CACHE_DIR
+# The guest's root is the host's, shared by virtiofs with the guest's page cache on
+# (virtme-ng's 9p root has none, and process starts in the guest then cost ~2x). virtme-ng picks
+# up the Rust virtiofsd only; Debian 12 packages the C one, so it is built from crates.io.
+VIRTIOFSD_VERSION := 1.14.0
+VIRTIOFSD_STAMP   := $(AX_CACHE_DIR)/virtiofsd/.installed-$(VIRTIOFSD_VERSION)
+CARGO   ?= $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
+PHASE   := python3 tests/phases.py
 RELIABILITY_LEVEL ?= full
 
 .PHONY: deps build deb test unit realkernel reliability reliability-short lint demo bench clean
@@ -28,7 +40,16 @@ $(STAMP): requirements-test.txt
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
-deps: $(STAMP)
+$(VIRTIOFSD_STAMP):
+	@dpkg -s libseccomp-dev libcap-ng-dev >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libseccomp-dev libcap-ng-dev pkg-config; }
+	$(CARGO) install --quiet --locked --root $(AX_CACHE_DIR)/virtiofsd virtiofsd@$(VIRTIOFSD_VERSION)
+	touch $@
+
+# Timed (and shown in make test's table) only when there is something to install.
+deps:
+	@$(MAKE) -q $(STAMP) $(VIRTIOFSD_STAMP) 2>/dev/null || \
+	  $(PHASE) run deps -- $(MAKE) --no-print-directory $(STAMP) $(VIRTIOFSD_STAMP)
 
 build:
 	packaging/build
@@ -40,24 +61,25 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check flexdriver tests demo bench
 
 unit: $(STAMP)
-	$(PYTHON) -m pytest tests/unit tests/examples tests/packaging -q
+	$(PYTHON) -m pytest tests/unit tests/vm tests/examples tests/packaging -q
 
-realkernel: $(STAMP) build
+realkernel: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m tests.vm.realkernel_suite
 
-reliability: $(STAMP) build
+reliability: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m tests.vm.reliability_suite --level $(RELIABILITY_LEVEL)
 
 # The short level inside `make test`: its report goes under .vm, docs/ keeps the full run's.
-reliability-short: $(STAMP) build
+reliability-short: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m tests.vm.reliability_suite --level short --report .vm/reliability-short.md
 
-test: lint unit realkernel reliability-short
+test: deps
+	@$(PHASE) test lint unit realkernel reliability-short
 
-demo: $(STAMP) build
+demo: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m demo.run
 
-bench: $(STAMP) build
+bench: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m bench.host
 
 clean:

@@ -20,11 +20,43 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUEST_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 MIB = 1 << 20
+CACHE_DIR = os.environ.get("AX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ax-vol-plugin")
+
+
+# Where virtme-ng's guest init mounts something fresh (tmpfs, the kernel's own filesystems) over
+# the host's root: a host path under one of these is not what the guest sees there. The other
+# top-level dirs are the host's (read-only, or under a throw-away overlay). Kept true by
+# tests/realkernel/test_vm.py, which compares it with the guest's mount table.
+GUEST_HIDDEN = (
+    "/dev", "/proc", "/sys", "/run", "/var/log", "/var/tmp", "/var/cache", "/var/spool", "/var/lib/sudo",
+    "/var/lib/apt", "/var/lib/portables", "/var/lib/machines", "/var/lib/private", "/var/lib/snapd",
+)
+
+
+def hidden_in_guest(path: str) -> Optional[str]:
+    """The guest-hidden location `path` is under, if any (after resolving links, as the guest would)."""
+    real = os.path.realpath(path)
+    for hidden in GUEST_HIDDEN:
+        if real == hidden or real.startswith(hidden + "/"):
+            return hidden
+    return None
+
+
+def check_guest_can_see(paths: Sequence[str]) -> None:
+    """Refuse before booting when the guest would not see the checkout or the Python that runs the
+    suite (it would fail minutes later with a bare `not found`)."""
+    for path in paths:
+        hidden = hidden_in_guest(path)
+        if hidden is not None:
+            sys.exit(
+                f"vm: {path} is under {hidden}, which the test VM mounts afresh, so the guest cannot see it; "
+                f"use a checkout (and venv) outside {', '.join(GUEST_HIDDEN)}, e.g. under /work, /srv, /home or /tmp"
+            )
 
 
 def kernel() -> str:
@@ -35,14 +67,24 @@ def kernel() -> str:
 
 
 def host_path() -> str:
-    # vng runs virtme-run by name: the venv's bin dir must be on PATH, activated or not.
-    return os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    # vng runs virtme-run by name: the venv's bin dir must be on PATH, activated or not; and it
+    # looks for virtiofsd on PATH, where `make deps` built it into the cache dir.
+    bins = [os.path.dirname(sys.executable), os.path.join(CACHE_DIR, "virtiofsd", "bin")]
+    return os.pathsep.join([*bins, os.environ.get("PATH", "")])
 
 
 def vng() -> str:
     found = shutil.which("vng", path=host_path())
     if not found:
         sys.exit("vng not found: run `make deps` (installs virtme-ng into .venv)")
+    return found
+
+
+def virtiofsd() -> str:
+    # Without it vng falls back to a 9p root quietly, and every suite takes about twice as long.
+    found = shutil.which("virtiofsd", path=host_path())
+    if not found:
+        sys.exit(f"virtiofsd not found under {CACHE_DIR}: run `make deps` (builds it with cargo)")
     return found
 
 
@@ -71,6 +113,9 @@ def boot(
     """Run `command` in a fresh guest with `disks` attached in order (vda, vdb, ...).
     Returns the command's exit code inside the guest."""
     workdir = os.path.abspath(workdir)
+    # The results dir is shared with the guest wherever it is; everything else must be in view.
+    check_guest_can_see([REPO, sys.prefix, *[a for a in command if os.path.isabs(a) and not a.startswith(workdir + "/")]])
+    virtiofsd()
     names = list(disks)
     manifest = {
         "disks": {
@@ -99,6 +144,12 @@ def boot(
             handle.write(f"export {key}={shlex.quote(value)}\n")
         # A node's boot: the modules a CI node loads for LVM, its filesystems and overlay2.
         handle.write("for m in dm-mod dm-snapshot ext4 xfs overlay loop; do modprobe $m 2>/dev/null; done\n")
+        # The host-side check above knows virtme-ng's mounts; this one says so if it did not.
+        handle.write(
+            f"test -d {shlex.quote(os.path.join(REPO, 'tests'))} || {{ echo 'vm: the guest cannot see the checkout "
+            f"{REPO}' >&2; echo 126 > {shlex.quote(rc_path)}; exit 1; }}\n"
+        )
+        handle.write(f"stat -f -c %T / > {shlex.quote(os.path.join(workdir, 'guest-rootfs'))}\n")
         handle.write(f"cd {shlex.quote(REPO)}\n")
         handle.write(f"{shlex.join(command)}\n")
         handle.write(f"echo $? > {shlex.quote(rc_path)}\n")
@@ -117,6 +168,7 @@ def boot(
         finished = _relay(argv, console, timeout_s)
     finally:
         shutil.rmtree(links, ignore_errors=True)
+    _report_root(workdir)
     if not finished:
         print(f"vm: guest did not finish within {timeout_s:.0f} s (console: {console})", file=sys.stderr)
         return 124
@@ -126,6 +178,17 @@ def boot(
     except (OSError, ValueError):
         print("vm: the guest ended without reporting an exit code (kernel panic or crash?)", file=sys.stderr)
         return 125
+
+
+def _report_root(workdir: str) -> None:
+    try:
+        with open(os.path.join(workdir, "guest-rootfs")) as handle:
+            kind = handle.read().strip()
+    except OSError:
+        return
+    if kind != "virtiofs":
+        print(f"vm: warning: the guest's root was {kind}, not virtiofs (vng did not start virtiofsd?): "
+              "every process start in the guest was about twice as slow", file=sys.stderr)
 
 
 # Lines qemu and the guest's shell print on every boot that say nothing about the run.
