@@ -72,11 +72,17 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
             text = handle.read()
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        # A file written by hand in another encoding: name it, and where it stops being text.
+        bad = err.object[err.start:err.start + 1]
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}: {bad!r})") from None
     return parse(text, path)
 
 
 def parse(text: str, origin: str = "<config>") -> Config:
-    parser = configparser.ConfigParser(interpolation=None)
+    # Comments may follow a value after whitespace, as in the README's own example; without
+    # inline_comment_prefixes configparser keeps them as part of the value.
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
     try:
         parser.read_string(text, source=origin)
     except configparser.Error as err:

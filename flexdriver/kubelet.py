@@ -87,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     if stray:
         record.note(stray_output=stray[-4000:])
     if argv[:1] in (["mount"], ["unmount"]) or "reason" in record.fields:
-        config = config or _config_for_log()
-        if argv[:1] in (["mount"], ["unmount"]):
-            _count(config, record, str(response["status"]))
-        rotation = journal.Rotation(config.log_max_bytes, config.log_keep, os.path.join(config.run_dir, "log.lock"))
-        journal.append(config.log_file, record.line(str(response["status"]), str(response.get("message", ""))), rotation)
+        try:
+            config = config or _config_for_log()
+            if argv[:1] in (["mount"], ["unmount"]):
+                _count(config, record, str(response["status"]))
+            rotation = journal.Rotation(config.log_max_bytes, config.log_keep, os.path.join(config.run_dir, "log.lock"))
+            journal.append(config.log_file, record.line(str(response["status"]), str(response.get("message", ""))), rotation)
+        except Exception:  # noqa: BLE001 - the call is done: a log that cannot be written must not hide its answer
+            pass
     _write_all(kubelet_out, json.dumps(response).encode())
     return 1 if response["status"] == FAILURE else 0
 

@@ -133,3 +133,39 @@ def test_arguments_reach_the_driver_exactly_as_kubelet_passed_them(dist, tmp_pat
     logged = json.loads((tmp_path / "log").read_text())
     assert logged["reason"] == "bad_request"
     assert sorted(os.listdir(tmp_path)) == ["c.conf", "log", "run"] or sorted(os.listdir(tmp_path)) == ["c.conf", "log"]
+
+
+def _readme_config_block() -> str:
+    """The README's Configuration example, exactly as an admin would copy it."""
+    with open(os.path.join(REPO, "README.md")) as handle:
+        readme = handle.read()
+    section = readme[readme.index("## Configuration"):]
+    return section[section.index("```ini\n") + len("```ini\n"):section.index("```", section.index("```ini\n") + 6)]
+
+
+def test_a_config_that_is_not_utf8_is_one_json_failure_naming_the_file(dist, tmp_path):
+    config = tmp_path / "c.conf"
+    config.write_bytes(b"[vol_plugin]\ndevice = /dev/xvdz\n# caf\xe9 in latin-1\n")
+    env = {"PATH": "/usr/bin:/bin", "AX_VOL_PLUGIN_CONFIG": str(config)}
+    for argv in (["mount", f"{tmp_path}/dir", '{"size_mb": "64"}'], ["unmount", f"{tmp_path}/dir"]):
+        reply = subprocess.run([dist, *argv], capture_output=True, env=env, cwd="/")
+        answer = json.loads((reply.stdout + reply.stderr).decode())
+        assert answer["status"] == "Failure" and str(config) in answer["message"] and "UTF-8" in answer["message"]
+        assert reply.returncode == 1
+
+
+def test_the_readme_config_block_copied_as_it_is_gives_the_values_it_shows(dist, tmp_path):
+    block = _readme_config_block()
+    assert "#" in block  # its values carry comments, which must not become part of them
+    config = tmp_path / "c.conf"
+    # Only the paths move into the test's own dir; every other line, comment included, is the README's.
+    config.write_text(
+        block.replace("/var/log/ax-vol-plugin.log", f"{tmp_path}/log").replace("/run/ax-vol-plugin", f"{tmp_path}/run")
+    )
+    env = {"PATH": "/usr/bin:/bin", "AX_VOL_PLUGIN_CONFIG": str(config)}
+    reply = subprocess.run([dist, "mount", f"{tmp_path}/dir", '{"size_mb": "not a number"}'], capture_output=True,
+                           text=True, env=env, cwd="/")
+    answer = json.loads(reply.stdout + reply.stderr)
+    # The config was taken (the call got as far as the pod's options) and logged where it says.
+    assert answer["status"] == "Failure" and "size_mb" in answer["message"], answer
+    assert json.loads((tmp_path / "log").read_text().splitlines()[-1])["reason"] == "bad_request"

@@ -171,3 +171,19 @@ def test_bad_values_are_errors_naming_the_key(key, value):
 )
 def test_boundary_values_are_accepted(key, value, expected):
     assert getattr(config.parse(f"[vol_plugin]\n{key} = {value}\n"), key) == expected
+
+
+def test_values_may_carry_comments_after_whitespace():
+    parsed = config.parse("[vol_plugin]\ndevice = /dev/nvme1n1   # the slab disk\nusage_threshold = 0.6 ; a fraction\n")
+    assert parsed.device == "/dev/nvme1n1" and parsed.usage_threshold == 0.6
+
+
+def test_a_hash_inside_a_value_is_kept():
+    assert config.parse("[vol_plugin]\ndevice = udev:ID_SERIAL=disk#1\n").device == "udev:ID_SERIAL=disk#1"
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path):
+    path = tmp_path / "c.conf"
+    path.write_bytes(b"[vol_plugin]\ndevice = /dev/xvd\xff\n")
+    with pytest.raises(ConfigError, match=f"{path} is not UTF-8 text"):
+        config.load({config.PATH_ENV: str(path)})

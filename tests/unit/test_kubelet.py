@@ -168,6 +168,15 @@ def test_main_logs_a_failed_mount_to_the_configured_log(tmp_path, log_file):
     assert line["pid"] == os.getpid()
 
 
+def test_main_answers_kubelet_even_when_logging_the_call_breaks(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("log writer bug")
+
+    monkeypatch.setattr(kubelet.journal, "append", broken)
+    code, seen = call_main(tmp_path, ["mount", MOUNT_DIR, "[]"])
+    assert (code, one_json_object(seen)["status"]) == (1, "Failure")
+
+
 def test_main_logs_an_argument_error_to_the_configured_log(tmp_path, log_file, journal_writes):
     code, _ = call_main(tmp_path, ["mount", MOUNT_DIR])
     assert code == 1
