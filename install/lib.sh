@@ -89,9 +89,11 @@ resolve_plugin_dir() {
   fi
 }
 
-# A key of the [vol_plugin] section of a config file, or $3 when the file or key is absent.
+# A key of the [vol_plugin] section of a config file, or $3 when the file or key is absent. A
+# comment after the value (whitespace, then # or ;) is not part of it, as for the driver.
 config_value() {  # config_value FILE KEY DEFAULT
   local value
-  value=$(sed -n -E "s/^[[:space:]]*$2[[:space:]]*[=:][[:space:]]*(.*[^[:space:]])[[:space:]]*$/\1/p" "$1" 2>/dev/null | tail -n 1)
+  value=$(sed -n -E "s/^[[:space:]]*$2[[:space:]]*[=:][[:space:]]*(.*)$/\1/p" "$1" 2>/dev/null | tail -n 1 |
+    sed -E 's/[[:space:]]+[#;].*$//; s/[[:space:]]+$//')
   printf '%s\n' "${value:-$3}"
 }

@@ -101,6 +101,8 @@ def test_uninstall_purge_removes_slabs_volume_group_and_config(kubelet, reinstal
     assert node.volume_group_exists() and os.path.exists(node.DRIVER)
 
     assert kubelet.unmount(pod).ok
+    with open(CONFIG_PATH, "w") as handle:  # as the README writes it: comments after the values
+        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}   # the slab disk\nvolume_group = vg-ax   # made at first mount\n")
     result = sh(UNINSTALL, "--purge")
     assert result.returncode == 0, result.stderr
     assert not node.volume_group_exists() and not os.path.exists(CONFIG_PATH)
