@@ -296,8 +296,19 @@ def plan_release(slab: Slab, usage: float | None, threshold: float) -> Release:
     return Release.KEEP
 
 
-def usage_fraction(blocks: int, free_blocks: int, avail_blocks: int) -> float:
-    """used / (used + available), as df computes Use%: blocks reserved for root count as neither."""
-    used = blocks - free_blocks
-    total = used + avail_blocks
-    return used / total if total > 0 else 0.0
+def usage_fraction(
+    blocks: int, free_blocks: int, avail_blocks: int, inodes: int = 0, free_inodes: int = 0, avail_inodes: int = 0
+) -> float:
+    """How full a filesystem is: the fuller of its blocks and its inodes, each used / (used +
+    available) as df computes Use% (what is reserved for root counts as neither).
+
+    Inodes count because a cache of many small files (node_modules-heavy images) can run out of
+    them with most blocks free: the next pod would get ENOSPC while df -h shows room. A
+    filesystem that reports no inode counts (0) is measured by its blocks alone.
+    """
+
+    def fraction(total: int, free: int, avail: int) -> float:
+        used = total - free
+        return used / (used + avail) if used + avail > 0 else 0.0
+
+    return max(fraction(blocks, free_blocks, avail_blocks), fraction(inodes, free_inodes, avail_inodes))

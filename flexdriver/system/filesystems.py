@@ -44,7 +44,7 @@ def measure(mount_point: str, device: tuple[int, int]) -> float:
             f"{mount_point} is not the root of slab device {device[0]}:{device[1]}; refusing to measure"
         )
     vfs = os.statvfs(mount_point)
-    return usage_fraction(vfs.f_blocks, vfs.f_bfree, vfs.f_bavail)
+    return usage_fraction(vfs.f_blocks, vfs.f_bfree, vfs.f_bavail, vfs.f_files, vfs.f_ffree, vfs.f_favail)
 
 
 # ext4's superblock: 1024 bytes in; s_magic at 0x38, s_state at 0x3A (bit 0x0002: errors found).

@@ -1,5 +1,6 @@
 """Space in the volume group: eviction, exhaustion, and the usage rule (behaviours 3, 4, 10)."""
 
+import os
 import time
 
 from . import node
@@ -65,6 +66,24 @@ def test_a_slab_more_than_half_full_is_deleted_at_unmount(kubelet):
     assert lines[0]["decision"] == "deleted slab" and 0.65 < lines[0]["usage"] < 0.8
     assert lines[1]["decision"] == "kept slab" and 0.25 < lines[1]["usage"] < 0.35
     # The next pod after the deleted one starts cold on a fresh slab, not on a full one.
+    check_pool()
+
+
+def test_a_slab_whose_inodes_are_mostly_used_is_deleted_though_its_blocks_are_not(kubelet):
+    # A cache of many small files: df -h shows room, but the next pod would get ENOSPC.
+    small_files, big_file = Pod(size_mb=32), Pod(size_mb=32)
+    assert kubelet.mount(small_files).ok and kubelet.mount(big_file).ok
+    vfs = os.statvfs(small_files.dir)
+    for i in range(int(vfs.f_files * 0.7)):
+        os.close(os.open(os.path.join(small_files.dir, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    assert os.statvfs(small_files.dir).f_bfree / vfs.f_blocks > 0.6  # blocks: mostly free
+    fill(big_file, 0.3)
+    small_slab, big_slab = slab_at(small_files), slab_at(big_file)
+    assert kubelet.unmount(small_files).ok and kubelet.unmount(big_file).ok
+    assert small_slab not in slabs() and slabs()[big_slab].state == "free"
+    lines = node.log_lines()[-2:]
+    assert lines[0]["decision"] == "deleted slab" and 0.65 < lines[0]["usage"] < 0.8
+    assert lines[1]["decision"] == "kept slab"
     check_pool()
 
 

@@ -507,6 +507,19 @@ def test_usage_fraction_is_computed_like_df(blocks, free_blocks, avail_blocks, e
     assert usage_fraction(blocks, free_blocks, avail_blocks) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    "blocks,inodes,expected",
+    [
+        ((1000, 900, 900), (1000, 100, 100), 0.9),  # small files: most inodes used, few blocks
+        ((1000, 100, 100), (1000, 900, 900), 0.9),  # big files: the blocks decide
+        ((1000, 500, 500), (0, 0, 0), 0.5),  # no inode counts reported: blocks alone
+        ((1000, 1000, 1000), (1000, 1000, 1000), 0.0),
+    ],
+)
+def test_usage_is_the_fuller_of_blocks_and_inodes(blocks, inodes, expected):
+    assert usage_fraction(*blocks, *inodes) == pytest.approx(expected)
+
+
 # ---- cache scope ----------------------------------------------------------------------------
 
 
