@@ -1,6 +1,7 @@
-"""Run the real-kernel suite: build the driver, boot a VM with blank disks, run
-tests/realkernel inside it, power it off with pods still running, boot again on the same
-disks and run the after-reboot half. Exit status: non-zero if anything failed."""
+"""Run the real-kernel suite: build the driver, then in two guests side by side (each on blank
+disks of its own) run tests/realkernel split between them by file; the guest that has the reboot
+scenario is powered off with pods still running and booted again on the same disks for the
+after-reboot half. Exit status: non-zero if anything failed."""
 
 from __future__ import annotations
 
@@ -10,8 +11,18 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
-from .launch import REPO, boot, make_disks
+from .launch import REPO, boot, in_lanes, make_disks, say
 
+REBOOT_FILES = ("test_reboot.py",)  # its first half leaves pods running for the second boot
+# Minutes each file took in one guest running them all (junit times, 2026-12-02, virtiofs root);
+# only their proportions matter. A new file counts as DEFAULT_WEIGHT until it is measured.
+FILE_MINUTES = {
+    "test_dind.py": 6.0, "test_crash.py": 5.7, "test_install.py": 3.0, "test_admin.py": 2.8,
+    "test_bad_input.py": 2.8, "test_mount.py": 2.5, "test_space.py": 2.1, "test_concurrency.py": 1.4,
+    "test_scope.py": 1.3, "test_protocol.py": 0.9, "test_metrics.py": 0.9, "test_udev.py": 0.7,
+    "test_reboot.py": 0.3, "test_vm.py": 0.1,
+}
+DEFAULT_WEIGHT = 2.0
 NO_TESTS_SELECTED = 5  # pytest's exit status when a selection leaves nothing to run
 
 DISKS_MB = {
@@ -22,12 +33,31 @@ DISKS_MB = {
 }
 
 
-def pytest_in_guest(workdir: str, name: str, selection: str, extra) -> list:
+def pytest_in_guest(workdir: str, name: str, selection: str, files: list, extra) -> list:
     junit = os.path.join(workdir, f"{name}.xml")
     return [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-        "-o", "console_output_style=classic", "-rfE", "-v", "--junitxml", junit, "-m", selection, "tests/realkernel", *extra,
+        "-o", "console_output_style=classic", "-rfE", "-v", "--durations=15", "--junitxml", junit,
+        "-m", selection, *files, *extra,
     ]
+
+
+def plan_lanes(files: list, weights: dict, lanes: int = 2) -> list:
+    """Split the test files over `lanes` guests so that each lane's measured minutes come out
+    about even (longest first, each to the lightest lane so far). The files of the reboot
+    scenario go to the first lane, whose disks the second boot then reuses."""
+    plan = [[] for _ in range(lanes)]
+    load = [0.0] * lanes
+    for name in REBOOT_FILES:
+        if name in files:
+            plan[0].append(name)
+            load[0] += weights.get(name, DEFAULT_WEIGHT)
+    rest = sorted((f for f in files if f not in REBOOT_FILES), key=lambda f: (-weights.get(f, DEFAULT_WEIGHT), f))
+    for name in rest:
+        lightest = load.index(min(load))
+        plan[lightest].append(name)
+        load[lightest] += weights.get(name, DEFAULT_WEIGHT)
+    return [sorted(lane) for lane in plan if lane]
 
 
 def counts(path: str) -> tuple:
@@ -42,27 +72,47 @@ def counts(path: str) -> tuple:
     return (total - failed - skipped, failed, skipped)
 
 
-def main(argv) -> int:
-    subprocess.run([os.path.join(REPO, "packaging", "build")], check=True)
-    workdir = os.path.join(REPO, ".vm", time.strftime("run-%Y%m%d-%H%M%S"))
+def run_lane(lane: str, files: list, reboot: bool, stamp: str, argv: list) -> list:
+    """One guest's share: a boot on blank disks of its own for `files`; then, on the lane that
+    has the reboot scenario, a second boot on the same disks for the after-reboot half."""
+    workdir = os.path.join(REPO, ".vm", f"run-{stamp}-{lane}")
     os.makedirs(workdir)
     disks = make_disks(workdir, DISKS_MB)
+    boots = [("boot1", "not after_reboot", files)]
+    if reboot:
+        boots.append(("boot2", "after_reboot", [f"tests/realkernel/{name}" for name in REBOOT_FILES]))
     results = []
-    for name, selection in (("boot1", "not after_reboot"), ("boot2", "after_reboot")):
+    for name, selection, selected in boots:
         started = time.monotonic()
-        print(f"=== real kernel: {name} ({selection}) ===", flush=True)
-        rc = boot(pytest_in_guest(workdir, name, selection, argv), workdir, disks)
+        say(f"=== real kernel: {name} ({selection}): {' '.join(os.path.basename(f) for f in selected)} ===", f"[{lane}] ")
+        rc = boot(pytest_in_guest(workdir, name, selection, selected, argv), workdir, disks, lane=lane)
         if rc == NO_TESTS_SELECTED and argv:
             rc = 0  # a -k/-m selection of the caller's that has nothing in this boot
         passed, failed, skipped = counts(os.path.join(workdir, f"{name}.xml"))
-        print(f"=== {name}: exit {rc}, {passed} passed, {failed} failed, {time.monotonic() - started:.0f} s ===", flush=True)
+        say(f"=== {name}: exit {rc}, {passed} passed, {failed} failed, {time.monotonic() - started:.0f} s ===", f"[{lane}] ")
         results.append((rc, passed, failed, skipped))
     for image in disks.values():
         os.unlink(image)  # sparse, but the slabs written into them add up over runs
+    return results
+
+
+def main(argv) -> int:
+    subprocess.run([os.path.join(REPO, "packaging", "build")], check=True)
+    started = time.monotonic()
+    here = os.path.join(REPO, "tests", "realkernel")
+    files = sorted(n for n in os.listdir(here) if n.startswith("test_") and n.endswith(".py"))
+    plan = plan_lanes(files, FILE_MINUTES)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    lanes = {
+        chr(ord("a") + i): (lambda name, lane_files=lane_files, i=i: run_lane(
+            name, [f"tests/realkernel/{f}" for f in lane_files], i == 0, stamp, argv))
+        for i, lane_files in enumerate(plan)
+    }
+    results = [r for lane in in_lanes(lanes).values() for r in lane]
     passed = sum(r[1] for r in results)
     failed = sum(r[2] for r in results)
     bad = any(r[0] != 0 for r in results)
-    print(f"real-kernel: {passed} passed, {failed} failed")
+    print(f"real-kernel: {passed} passed, {failed} failed, {(time.monotonic() - started) / 60:.1f} min")
     return 1 if bad or failed else 0
 
 

@@ -3,8 +3,9 @@
     python -m tests.vm.reliability_suite [--level short|full] [--only crash,faults,...]
     python -m tests.vm.reliability_suite --merge RESULTS.json RESULTS.json ...
 
-One boot on blank disks; the guest writes its figures into the run's results dir (the VM's only
-way out), and this side turns them into the report. Exit status: non-zero if any target is
+Two guests side by side, each on blank disks of its own with its share of the scenarios (--order:
+one guest, in that order); each writes its figures into its results dir (the VM's only way out),
+and this side turns them into one report. Exit status: non-zero if any target is
 missed (a failure, a leaked slab, a double mount, a data-loss event, more than two retries to
 recover), if the guest could not run, or if a scenario is missing from the results.
 
@@ -22,10 +23,14 @@ import subprocess
 import sys
 import time
 
-from .launch import REPO, boot, make_disks
+from .launch import REPO, boot, in_lanes, make_disks, say
 from .realkernel_suite import DISKS_MB
 
 REPORT = os.path.join(REPO, "docs", "reliability.md")
+SCENARIO_NAMES = ("crash", "faults", "reboot", "storm", "hostile")
+# Two guests side by side (see launch.in_lanes), each on disks of its own, with about the same
+# share of the work; each lane runs its scenarios in this order.
+LANES = {"a": ("crash", "reboot", "hostile"), "b": ("faults", "storm")}
 # Generous for a shared machine; short must leave make test inside CI's 90 minutes.
 TIMEOUT_S = {"short": 1800, "full": 7200}
 COLUMNS = [
@@ -83,17 +88,49 @@ def main(argv) -> int:
     revision = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
                               text=True).stdout.strip() or "unknown"
     subprocess.run([os.path.join(REPO, "packaging", "build")], check=True)
-    workdir = os.path.join(REPO, ".vm", time.strftime("reliability-%Y%m%d-%H%M%S"))
+    wanted = [n for n in SCENARIO_NAMES if not args.only or n in args.only.split(",")]
+    order = [n for n in args.order.split(",") if n] or wanted
+    started = time.monotonic()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    lanes = {name: [n for n in order if n in group] for name, group in LANES.items()}
+    lanes = {name: group for name, group in lanes.items() if group}
+    if args.order:
+        lanes = {"a": order}  # the caller's order is one sequence: one guest
+    outcome = in_lanes({name: lambda name, group=group: run_lane(name, group, args.level, stamp)
+                        for name, group in lanes.items()})
+    elapsed = time.monotonic() - started
+    runs, missed = [], []
+    for name, (rc, results) in outcome.items():
+        if results is None:
+            missed += [f"{n}: did not run (lane {name}: no results, guest exit {rc})" for n in lanes[name]]
+            continue
+        got = [s["name"] for s in results["scenarios"]]
+        missed += [f"{n}: did not run (guest exit {rc})" for n in lanes[name] if n not in got]
+        if rc != 0 and all(n in got for n in lanes[name]):
+            missed.append(f"lane {name}: guest exit {rc}")
+        results.update(revision=revision)
+        runs.append(results)
+    missed += [f"{s['name']}: {m}" for s in merged_scenarios(runs) for m in missed_targets(s)]
+    if runs:
+        write_report(args.report, runs, missed, command="make reliability" if args.level == "full" else "make reliability-short")
+        print(f"reliability: report written to {os.path.relpath(args.report, REPO)}")
+    for line in missed:
+        print(f"reliability: target missed: {line}", file=sys.stderr)
+    print(f"reliability ({args.level}): {len(missed)} targets missed, {elapsed / 60:.1f} min")
+    return 1 if missed or not runs else 0
+
+
+def run_lane(lane: str, scenarios: list, level: str, stamp: str):
+    """One guest on blank disks of its own, running `scenarios` in order. Returns the guest's exit
+    status and its results (None if it wrote none)."""
+    workdir = os.path.join(REPO, ".vm", f"reliability-{stamp}-{lane}")
     os.makedirs(workdir)
     disks = make_disks(workdir, DISKS_MB)
     results_path = os.path.join(workdir, "reliability.json")
-    command = [sys.executable, "-m", "tests.reliability", "--level", args.level, "--out", results_path]
-    if args.only:
-        command += ["--only", args.only]
-    if args.order:
-        command += ["--order", args.order]
+    command = [sys.executable, "-m", "tests.reliability", "--level", level, "--out", results_path,
+               "--order", ",".join(scenarios)]
     started = time.monotonic()
-    rc = boot(command, workdir, disks, timeout_s=TIMEOUT_S[args.level])
+    rc = boot(command, workdir, disks, timeout_s=TIMEOUT_S[level], lane=lane)
     elapsed = time.monotonic() - started
     for image in disks.values():
         os.unlink(image)
@@ -101,21 +138,13 @@ def main(argv) -> int:
         with open(results_path) as handle:
             results = json.load(handle)
     except (OSError, ValueError) as err:
-        print(f"reliability: no results from the guest ({err}); guest exit {rc}", file=sys.stderr)
-        return 1
-    expected = [n for n in ("crash", "faults", "reboot", "storm", "hostile") if not args.only or n in args.only.split(",")]
-    got = [s["name"] for s in results["scenarios"]]
-    missing = [n for n in expected if n not in got]
-    missed = [f"{s['name']}: {m}" for s in results["scenarios"] for m in missed_targets(s)]
-    missed += [f"{n}: did not run (guest exit {rc})" for n in missing]
-    results.update(revision=revision, level=args.level, minutes=round(elapsed / 60, 1))
+        say(f"reliability: no results from the guest ({err}); guest exit {rc}", f"[{lane}] ")
+        return rc, None
+    results.update(level=level, minutes=round(elapsed / 60, 1), lane=lane)
     with open(results_path, "w") as handle:  # what --merge reads later
         json.dump(results, handle, indent=1)
-    write_report(args.report, [results], missed)
-    print(f"reliability: report written to {os.path.relpath(args.report, REPO)}")
-    for line in missed:
-        print(f"reliability: target missed: {line}", file=sys.stderr)
-    return 1 if missed or rc != 0 else 0
+    say(f"reliability: {', '.join(scenarios)}: guest exit {rc}, {elapsed / 60:.1f} min", f"[{lane}] ")
+    return rc, results
 
 
 def missed_targets(s: dict) -> list:
@@ -144,17 +173,19 @@ def merged_scenarios(runs: list) -> list:
     return [latest[name] for name in order]
 
 
-def write_report(path: str, runs: list, missed: list) -> None:
+def lane_of(run: dict) -> str:
+    return f" in lane {run['lane']} beside the other" if run.get("lane") else ""
+
+
+def write_report(path: str, runs: list, missed: list, command: str = "") -> None:
     scenarios = merged_scenarios(runs)
-    level = runs[-1].get("level", "full")
-    command = "make reliability" if level == "full" else "make reliability-short"
-    if len(runs) > 1:
+    if not command:
         command = "python -m tests.vm.reliability_suite --merge " + " ".join("RESULTS" for _ in runs)
 
     def describe(run: dict) -> str:
         used = [s["name"] for s in scenarios if s["run"] is run]
         return (f"the run of {run['started']} ({run.get('level', 'full')} level, driver built from "
-                f"{run.get('revision', 'unknown')}, {run.get('minutes', '?')} minutes, kernel {run['kernel']}): "
+                f"{run.get('revision', 'unknown')}, {run.get('minutes', '?')} minutes{lane_of(run)}, kernel {run['kernel']}): "
                 f"{', '.join(used) or 'nothing used'}")
 
     lines = [

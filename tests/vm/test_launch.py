@@ -9,7 +9,7 @@ import pytest
 from . import launch
 
 
-@pytest.mark.parametrize("path", ["/var/tmp/clone", "/var/cache/ax/repo", "/var/lib/sudo/x", "/run/user/0/repo", "/var/tmp"])
+@pytest.mark.parametrize("path", ["/var/tmp/clone", "/var/cache/ax/repo", "/var/lib/apt/x", "/run/user/0/repo", "/var/tmp"])
 def test_a_checkout_the_guest_cannot_see_is_refused_before_booting(path):
     with pytest.raises(SystemExit) as refusal:
         launch.check_guest_can_see([path])
