@@ -28,6 +28,8 @@ class Config:
     volume_group: str = "vg-ax"
     usage_threshold: float = 0.5
     default_size_mb: int = 10240
+    # The largest slab one pod may ask for; 0: no cap beyond the volume group's size.
+    max_size_mb: int = 0
     log_file: str = "/var/log/ax-vol-plugin.log"
     run_dir: str = "/run/ax-vol-plugin"
     lock_timeout_s: float = 300.0
@@ -49,6 +51,7 @@ _PARSERS = {
     "volume_group": "vg",
     "usage_threshold": "fraction",
     "default_size_mb": "size",
+    "max_size_mb": "size_or_zero",
     "log_file": "path",
     "run_dir": "path",
     "lock_timeout_s": "seconds",
@@ -135,6 +138,10 @@ def _convert(kind: str, key: str, raw: str, origin: str):
         if not _VG_NAME.fullmatch(raw) or raw in (".", ".."):
             raise ConfigError(f"{where}: not a valid volume group name")
         return raw
+    if kind == "size_or_zero":
+        if not re.fullmatch(r"0|[1-9][0-9]{0,9}", raw):
+            raise ConfigError(f"{where}: must be a whole number of MiB, or 0 for no cap")
+        return int(raw)
     if kind == "size":
         if not re.fullmatch(r"[1-9][0-9]{0,9}", raw):
             raise ConfigError(f"{where}: must be a positive whole number of MiB")

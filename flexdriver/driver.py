@@ -33,6 +33,7 @@ from .pool import (
     State,
     Want,
     all_tags,
+    check_size_cap,
     plan_mount,
     plan_release,
     state_tags,
@@ -95,7 +96,7 @@ class Driver:
             existing = mount_at(entries, path)
             if existing is not None:
                 return self._already_mounted(pool, existing, path)
-            plan = plan_mount(pool, want, self._facts(pool, entries))
+            plan = plan_mount(pool, want, self._facts(pool, entries), self.config.max_size_mb)
             self._remove(plan.remove, evicted=plan.evicted)
             failpoints.hit("mount-after-evict")
             slab, needs_format = self._act(plan, want, request, pool)
@@ -261,6 +262,7 @@ class Driver:
         return inventory.gather_facts(pool, entries)
 
     def _create_volume_group(self, size_mb: int) -> None:
+        check_size_cap(size_mb, self.config.max_size_mb)  # a refused request makes no volume group either
         created_on = volume_group.create_on_blank_device(self.runner, self.lvm, self.config.device, needed_mb=size_mb)
         self.record.note(volume_group_created=created_on)
 

@@ -220,7 +220,16 @@ def round_to_extents(size_mb: int, extent_bytes: int) -> int:
     return -(-size // extent_bytes) * extent_bytes
 
 
-def plan_mount(pool: Pool, want: Want, facts: Facts) -> MountPlan:
+def check_size_cap(size_mb: int, max_size_mb: int) -> None:
+    """A node's cap on what one pod may ask for (0: none beyond the volume group), so that one pod
+    cannot evict every other tenant's warm slabs by asking for the whole disk."""
+    if max_size_mb and size_mb > max_size_mb:
+        raise BadRequest(f"size_mb {size_mb} is above this node's max_size_mb {max_size_mb}; nothing was created or evicted")
+
+
+def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0) -> MountPlan:
+    """What a mount does. A pod's own slab (a retry, a reboot) is mounted again whatever its size;
+    anything else first passes the node's size cap."""
     size_bytes = round_to_extents(want.size_mb, pool.extent_bytes)
     if size_bytes > pool.vg_size_bytes:
         raise BadRequest(
@@ -245,6 +254,7 @@ def plan_mount(pool: Pool, want: Want, facts: Facts) -> MountPlan:
     if half_made:
         return MountPlan(Action.REFORMAT, half_made[0], remove=_others(garbage, half_made[0]))
 
+    check_size_cap(want.size_mb, max_size_mb)
     reusable = [s for s in pool.slabs if conditions[s.name] in (Condition.FREE, Condition.ORPHAN)]
     if want.kind is Kind.GRAPH:
         matching = [

@@ -117,3 +117,19 @@ def test_space_an_admin_adds_to_the_volume_group_is_used_without_telling_the_dri
     node.run("vgextend", "--yes", node.VOLUME_GROUP, SPARE)
     assert kubelet.mount(waiting).ok
     check_pool(running=[holder, waiting])
+
+
+def test_a_pod_asking_for_more_than_max_size_mb_creates_and_evicts_nothing(kubelet):
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\nmax_size_mb = 512\n")
+    greedy = Pod(size_mb=1800)  # the whole volume group, were there no cap
+    reply = kubelet.mount(greedy)
+    assert reply.status == "Failure" and "max_size_mb 512" in reply.message
+    assert not node.volume_group_exists()  # not even the volume group, on a blank disk
+    warm = Pod(size_mb=256)
+    assert kubelet.mount(warm).ok and kubelet.unmount(warm).ok
+    before = (slabs(), node.volume_group_free_bytes())
+    reply = kubelet.mount(greedy)
+    assert reply.status == "Failure" and "nothing was created or evicted" in reply.message
+    assert (slabs(), node.volume_group_free_bytes()) == before
+    assert kubelet.mount(Pod(size_mb=512)).ok  # at the cap: fine

@@ -187,3 +187,12 @@ def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path):
     path.write_bytes(b"[vol_plugin]\ndevice = /dev/xvd\xff\n")
     with pytest.raises(ConfigError, match=f"{path} is not UTF-8 text"):
         config.load({config.PATH_ENV: str(path)})
+
+
+def test_max_size_mb_defaults_to_no_cap_and_takes_mib_or_zero():
+    assert Config().max_size_mb == 0
+    assert config.parse("[vol_plugin]\nmax_size_mb = 20480\n").max_size_mb == 20480
+    assert config.parse("[vol_plugin]\nmax_size_mb = 0\n").max_size_mb == 0
+    for bad in ("-1", "1.5", "big", "01"):
+        with pytest.raises(ConfigError, match="max_size_mb"):
+            config.parse(f"[vol_plugin]\nmax_size_mb = {bad}\n")

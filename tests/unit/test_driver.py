@@ -17,7 +17,7 @@ import pytest
 from flexdriver import driver as driver_module
 from flexdriver.config import Config
 from flexdriver.driver import Driver
-from flexdriver.errors import CommandFailed, DeviceRefused, DriverError
+from flexdriver.errors import BadRequest, CommandFailed, DeviceRefused, DriverError
 from flexdriver.journal import CallRecord
 from flexdriver.options import GRAPH, MountRequest
 from flexdriver.pool import MIB, Kind, Slab, State, all_tags, encode_dir
@@ -328,6 +328,18 @@ def test_missing_volume_group_is_not_made_on_something_that_is_not_a_block_devic
     with pytest.raises(DeviceRefused, match="not a block device"):
         make_driver(tmp_path, node, device=str(disk)).mount(request_for(path))
     assert node.programs() == ["lvs", "vgs"]
+
+
+def test_a_request_above_max_size_mb_evicts_nothing_and_makes_no_volume_group(tmp_path, node):
+    node.add(seeded("warm", State.FREE, 1, released_at=5))
+    path = pod_volume_dir(tmp_path)
+    with pytest.raises(BadRequest, match="above this node's max_size_mb 2048"):
+        make_driver(tmp_path, node, max_size_mb=2048).mount(request_for(path, size_mb=4096))
+    assert node.programs() == ["lvs"] and "warm" in node.volumes  # read the pool, changed nothing
+    node.has_vg = False
+    with pytest.raises(BadRequest, match="max_size_mb 2048"):
+        make_driver(tmp_path, node, max_size_mb=2048).mount(request_for(path, size_mb=4096))
+    assert "vgcreate" not in node.programs() and "pvcreate" not in node.programs()
 
 
 # ---- unmount -------------------------------------------------------------------------------

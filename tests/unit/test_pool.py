@@ -292,6 +292,30 @@ def test_other_dirs_half_made_slab_with_dead_creator_is_never_taken_over():
     assert names(plan.remove) == ["theirs"]
 
 
+# ---- plan_mount: the node's size cap -----------------------------------------------------
+
+
+def test_a_request_above_the_cap_is_refused_before_anything_is_evicted():
+    warm = [free(f"warm{i}", i, size_mb=2048) for i in range(4)]  # all of the volume group's room
+    with pytest.raises(BadRequest, match="size_mb 8192 is above this node's max_size_mb 4096"):
+        plan_mount(make_pool(*warm, vg_size_mb=8192), want(size_mb=8192), facts(), max_size_mb=4096)
+
+
+def test_a_request_above_the_cap_is_refused_even_when_a_warm_slab_matches():
+    with pytest.raises(BadRequest, match="max_size_mb 1000"):
+        plan_mount(make_pool(free("warm", 5)), want(size_mb=1024), facts(), max_size_mb=1000)
+
+
+def test_a_request_at_the_cap_or_with_no_cap_is_planned():
+    assert plan_mount(make_pool(vg_free_mb=2048), want(size_mb=1024), facts(), max_size_mb=1024).action is Action.CREATE
+    assert plan_mount(make_pool(vg_free_mb=2048), want(size_mb=1024), facts(), max_size_mb=0).action is Action.CREATE
+
+
+def test_a_pods_own_slab_is_resumed_above_a_cap_lowered_since():
+    mine = used("mine", MY_DIR, size_mb=4096)
+    assert plan_mount(make_pool(mine), want(size_mb=4096), facts(), max_size_mb=1024).action is Action.RESUME
+
+
 # ---- plan_mount: reuse -------------------------------------------------------------------
 
 
