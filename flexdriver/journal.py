@@ -19,6 +19,7 @@ import os
 import time
 
 from .record import record
+from .system import files
 
 
 class CallRecord:
@@ -81,7 +82,7 @@ def append(path: str, line: str, rotation: Rotation | None = None) -> None:
 
 def _open(path: str) -> int | None:
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        return files.open_append(path)  # never through a link planted where the log will be
     except OSError:
         return None
 
@@ -89,7 +90,7 @@ def _open(path: str) -> int | None:
 def _rotate(path: str, full_inode: int, rotation: Rotation) -> None:
     try:
         os.makedirs(os.path.dirname(rotation.lock_path), mode=0o700, exist_ok=True)
-        lock = os.open(rotation.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock = files.open_lock(rotation.lock_path)
     except OSError:
         return
     try:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from .config import Config
 from .pool import Pool, round_to_extents
+from .system import files
 
 PROM_FILE = "ax_vol_plugin.prom"
 STATE_FILE = "metrics.json"
@@ -215,32 +216,26 @@ def record_call(
     """Count one call in and rewrite the .prom file. False when metrics are off (no dir)."""
     if not config.metrics_dir or not os.path.isdir(config.metrics_dir):
         return False
+    untrusted = files.untrusted_dir(config.metrics_dir)
+    if untrusted is not None:
+        raise MetricsRefused(f"metrics dir refused, metrics off: {untrusted}")
     os.makedirs(config.run_dir, mode=0o700, exist_ok=True)
-    lock = os.open(os.path.join(config.run_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = files.open_lock(os.path.join(config.run_dir, LOCK_FILE))
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         state_path = os.path.join(config.run_dir, STATE_FILE)
         try:
-            with open(state_path, encoding="utf-8") as handle:
-                state = json.load(handle)
+            state = json.loads(files.read_text(state_path))
         except (OSError, ValueError):
             state = {}  # first call since boot, or a state file cut short by a crash: start again
         state = add(state, fields, outcome, duration_s, config.usage_threshold, pool, time.time(), snapshot_at)
-        _replace(state_path, json.dumps(state))
-        _replace(os.path.join(config.metrics_dir, PROM_FILE), render(state), mode=0o644)
+        files.replace(state_path, json.dumps(state))
+        files.replace(os.path.join(config.metrics_dir, PROM_FILE), render(state), mode=0o644)
     finally:
         os.close(lock)
     return True
 
 
-def _replace(path: str, text: str, mode: int = 0o600) -> None:
-    # node_exporter reads only *.prom: the dot-file beside it is invisible until the rename.
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, text.encode("utf-8"))
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+class MetricsRefused(Exception):
+    """The metrics dir is one that others than root can change: nothing is written into it."""
 

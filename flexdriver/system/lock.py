@@ -13,6 +13,7 @@ import signal
 from collections.abc import Iterator
 
 from ..errors import Busy
+from . import files
 
 LOCK_NAME = "lock"
 
@@ -28,7 +29,7 @@ def _expire(signum, frame):
 @contextlib.contextmanager
 def node_lock(run_dir: str, timeout_s: float) -> Iterator[None]:
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = files.open_lock(os.path.join(run_dir, LOCK_NAME))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

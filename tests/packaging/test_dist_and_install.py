@@ -169,3 +169,25 @@ def test_the_readme_config_block_copied_as_it_is_gives_the_values_it_shows(dist,
     # The config was taken (the call got as far as the pod's options) and logged where it says.
     assert answer["status"] == "Failure" and "size_mb" in answer["message"], answer
     assert json.loads((tmp_path / "log").read_text().splitlines()[-1])["reason"] == "bad_request"
+
+
+def test_links_planted_for_the_log_and_the_metrics_never_reach_roots_files(dist, tmp_path):
+    # A metrics dir under another user's control, and a link where the call log will be: the
+    # driver answers kubelet, writes nothing through either, and leaves the victim as it was.
+    victim = tmp_path / "shadow"
+    victim.write_text("root's secret\n")
+    victim.chmod(0o600)
+    (tmp_path / "log").symlink_to(victim)
+    textfile = tmp_path / "node-exporter"
+    textfile.mkdir(mode=0o755)
+    os.chown(textfile, 65534, 65534)
+    for pid_guess in range(os.getpid(), os.getpid() + 200):  # the names a coming call's temp file may take
+        (textfile / f".ax_vol_plugin.prom.{pid_guess}").symlink_to(victim)
+    config = tmp_path / "c.conf"
+    config.write_text(f"[vol_plugin]\nlog_file = {tmp_path}/log\nrun_dir = {tmp_path}/run\nmetrics_dir = {textfile}\n")
+    env = {"PATH": "/usr/bin:/bin", "AX_VOL_PLUGIN_CONFIG": str(config)}
+    reply = subprocess.run([dist, "mount", f"{tmp_path}/dir", '{"size_mb": "-1"}'], capture_output=True, text=True,
+                           env=env, cwd="/")
+    assert json.loads(reply.stdout + reply.stderr)["status"] == "Failure"
+    assert victim.read_text() == "root's secret\n"
+    assert not any(p.name == "ax_vol_plugin.prom" for p in textfile.iterdir())

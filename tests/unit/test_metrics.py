@@ -147,6 +147,16 @@ def test_no_metrics_dir_means_no_files(tmp_path):
     assert metrics.record_call(Config(metrics_dir="", run_dir=str(tmp_path / "run")), {"verb": "mount"}, "Success", 0.1) is False
 
 
+def test_a_metrics_dir_another_user_owns_is_refused_and_nothing_is_written(tmp_path):
+    textfile = tmp_path / "node-exporter"
+    textfile.mkdir(mode=0o755)
+    os.chown(textfile, 65534, 65534)
+    config = Config(metrics_dir=str(textfile), run_dir=str(tmp_path / "run"))
+    with pytest.raises(metrics.MetricsRefused, match=f"metrics off: {textfile} is owned by uid 65534"):
+        metrics.record_call(config, {"verb": "mount"}, "Success", 0.1)
+    assert list(textfile.iterdir()) == [] and not (tmp_path / "run").exists()
+
+
 COUNTER = """
 import sys
 from flexdriver import metrics
