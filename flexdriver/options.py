@@ -47,11 +47,23 @@ class MountRequest:
     cache_scope: str = SCOPE_NODE  # resolved: "node", "ns.<namespace>" or "key.<name>"
 
 
+
+SHOWN_CHARS = 80
+
+
+def shown(value: str) -> str:
+    """A pod-supplied value as an error message quotes it: at most SHOWN_CHARS of it, so that a
+    pod cannot fill kubelet's events and the call log with a value of its own choosing."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+
+
 def parse_mount_dir(raw: str) -> str:
     if not raw or "\0" in raw or "\n" in raw:
         raise BadRequest("mount dir must be a non-empty path")
     if not raw.startswith("/"):
-        raise BadRequest(f"mount dir must be an absolute path, got {raw!r}")
+        raise BadRequest(f"mount dir must be an absolute path, got {shown(raw)}")
     # normpath keeps POSIX's two leading slashes ("//x"); one is what the mount table shows.
     path = "/" + os.path.normpath(raw).lstrip("/")
     if path == "/":
@@ -77,15 +89,15 @@ def parse_mount(
         raise BadRequest(f"mount options must be a JSON object, got {type(options).__name__}")
     for key, value in options.items():
         if not isinstance(value, str):
-            raise BadRequest(f"mount option {key!r} must be a string, got {json.dumps(value)[:40]}")
+            raise BadRequest(f"mount option {shown(key)} must be a string, got {shown(json.dumps(value))}")
 
     volume_type = options.get("ax_vol_type", "") or GRAPH
     if volume_type not in VOLUME_TYPES:
-        raise BadRequest(f"unknown ax_vol_type {volume_type!r}; supported: {', '.join(VOLUME_TYPES)}")
+        raise BadRequest(f"unknown ax_vol_type {shown(volume_type)}; supported: {', '.join(VOLUME_TYPES)}")
 
     fs_type = options.get("kubernetes.io/fsType", "") or "ext4"
     if fs_type not in FS_TYPES:
-        raise BadRequest(f"unsupported fsType {fs_type!r}; supported: {', '.join(FS_TYPES)} ('' means ext4)")
+        raise BadRequest(f"unsupported fsType {shown(fs_type)}; supported: {', '.join(FS_TYPES)} ('' means ext4)")
 
     raw_size = options.get("size_mb")
     size_mb = default_size_mb if raw_size is None else parse_size_mb(raw_size)
@@ -95,7 +107,7 @@ def parse_mount(
 
     access = options.get("kubernetes.io/readwrite", "rw") or "rw"
     if access not in ("rw", "ro"):
-        raise BadRequest(f"kubernetes.io/readwrite must be 'rw' or 'ro', got {access!r}")
+        raise BadRequest(f"kubernetes.io/readwrite must be 'rw' or 'ro', got {shown(access)}")
 
     raw_scope = options.get("cache_scope", "") or default_cache_scope
     try:
@@ -119,7 +131,7 @@ def parse_cache_scope_name(raw: str) -> str:
     if raw in (SCOPE_NODE, SCOPE_NAMESPACE) or _SCOPE_KEY.fullmatch(raw):
         return raw
     raise ValueError(
-        f"must be 'node', 'namespace' or a key of up to 63 letters, digits, '_', '.', '-', got {raw[:80]!r}"
+        f"must be 'node', 'namespace' or a key of up to 63 letters, digits, '_', '.', '-', got {shown(raw)}"
     )
 
 
@@ -130,7 +142,7 @@ def resolve_cache_scope(name: str, namespace: str) -> str:
     if name == SCOPE_NAMESPACE:
         if not _NAMESPACE.fullmatch(namespace or ""):
             raise BadRequest(
-                f"cache_scope 'namespace' needs kubernetes.io/pod.namespace to be a namespace name, got {namespace[:80]!r}"
+                f"cache_scope 'namespace' needs kubernetes.io/pod.namespace to be a namespace name, got {shown(namespace)}"
             )
         return f"ns.{namespace}"
     return f"key.{name}"
@@ -138,7 +150,7 @@ def resolve_cache_scope(name: str, namespace: str) -> str:
 
 def parse_size_mb(raw: str) -> int:
     if not _SIZE.fullmatch(raw) or int(raw) > MAX_SIZE_MB:
-        raise BadRequest(f"size_mb must be a positive whole number of MiB (1..{MAX_SIZE_MB}), got {raw!r}")
+        raise BadRequest(f"size_mb must be a positive whole number of MiB (1..{MAX_SIZE_MB}), got {shown(raw)}")
     return int(raw)
 
 

@@ -298,3 +298,13 @@ def test_a_small_default_size_is_refused_for_xfs_too():
     options = json.dumps(kubelet_options(**{"kubernetes.io/fsType": "xfs", "size_mb": None}))
     with pytest.raises(BadRequest, match="xfs"):
         parse_mount(MOUNT_DIR, options, 256)
+
+
+@pytest.mark.parametrize("option", ["size_mb", "kubernetes.io/fsType", "ax_vol_type", "cache_scope", "kubernetes.io/readwrite"])
+def test_a_long_pod_supplied_value_is_quoted_to_80_characters(option):
+    value = "x" * 70 + "y" * 5000
+    with pytest.raises(BadRequest) as refused:
+        parse(**{option: value})
+    message = str(refused.value)
+    assert "x" * 70 in message and "y" * 11 not in message and "(5070 characters)" in message
+    assert len(message) < 300, message
