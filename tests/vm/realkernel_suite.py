@@ -11,7 +11,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
-from .launch import REPO, boot, in_lanes, make_disks, say
+from .launch import LANE_CPUS, REPO, boot, in_lanes, make_disks, say
 
 REBOOT_FILES = ("test_reboot.py",)  # its first half leaves pods running for the second boot
 # Minutes each file took in one guest running them all (junit times, 2026-12-02, virtiofs root);
@@ -85,7 +85,7 @@ def run_lane(lane: str, files: list, reboot: bool, stamp: str, argv: list) -> li
     for name, selection, selected in boots:
         started = time.monotonic()
         say(f"=== real kernel: {name} ({selection}): {' '.join(os.path.basename(f) for f in selected)} ===", f"[{lane}] ")
-        rc = boot(pytest_in_guest(workdir, name, selection, selected, argv), workdir, disks, lane=lane)
+        rc = boot(pytest_in_guest(workdir, name, selection, selected, argv), workdir, disks, lane=lane, cpus=LANE_CPUS)
         if rc == NO_TESTS_SELECTED and argv:
             rc = 0  # a -k/-m selection of the caller's that has nothing in this boot
         passed, failed, skipped = counts(os.path.join(workdir, f"{name}.xml"))

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from .launch import REPO, boot, in_lanes, make_disks, say
+from .launch import LANE_CPUS, REPO, boot, in_lanes, make_disks, say
 from .realkernel_suite import DISKS_MB
 
 REPORT = os.path.join(REPO, "docs", "reliability.md")
@@ -130,7 +130,7 @@ def run_lane(lane: str, scenarios: list, level: str, stamp: str):
     command = [sys.executable, "-m", "tests.reliability", "--level", level, "--out", results_path,
                "--order", ",".join(scenarios)]
     started = time.monotonic()
-    rc = boot(command, workdir, disks, timeout_s=TIMEOUT_S[level], lane=lane)
+    rc = boot(command, workdir, disks, timeout_s=TIMEOUT_S[level], lane=lane, cpus=LANE_CPUS)
     elapsed = time.monotonic() - started
     for image in disks.values():
         os.unlink(image)
@@ -140,7 +140,7 @@ def run_lane(lane: str, scenarios: list, level: str, stamp: str):
     except (OSError, ValueError) as err:
         say(f"reliability: no results from the guest ({err}); guest exit {rc}", f"[{lane}] ")
         return rc, None
-    results.update(level=level, minutes=round(elapsed / 60, 1), lane=lane)
+    results.update(level=level, minutes=round(elapsed / 60, 1), lane=lane, cpus=LANE_CPUS)
     with open(results_path, "w") as handle:  # what --merge reads later
         json.dump(results, handle, indent=1)
     say(f"reliability: {', '.join(scenarios)}: guest exit {rc}, {elapsed / 60:.1f} min", f"[{lane}] ")
