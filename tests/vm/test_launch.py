@@ -46,3 +46,15 @@ def test_boot_refuses_a_hidden_checkout_without_starting_a_vm(tmp_path, monkeypa
 def test_the_vm_tools_are_looked_up_in_the_cache_dir_first(monkeypatch):
     path = launch.host_path().split(os.pathsep)
     assert path[1] == os.path.join(launch.CACHE_DIR, "virtiofsd", "bin")
+
+
+def test_the_guest_root_type_is_read_from_the_mount_table_it_saved(tmp_path):
+    (tmp_path / "guest-mountinfo").write_text(
+        "22 1 0:21 / / ro,relatime - virtiofs ROOTFS ro\n"
+        "23 22 0:22 / /proc rw,nosuid - proc proc rw\n"
+        "40 22 0:35 / /tmp/x rw,relatime - virtiofs virtme.initmount0 rw\n"
+    )
+    assert launch.guest_root_type(str(tmp_path)) == "virtiofs"
+    (tmp_path / "guest-mountinfo").write_text("22 1 0:21 / / ro,sync,dirsync - 9p /dev/root ro,msize=512000\n")
+    assert launch.guest_root_type(str(tmp_path)) == "9p"
+    assert launch.guest_root_type(str(tmp_path / "absent")) is None
