@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from . import failpoints, inventory, volume_group
 from .config import Config
-from .errors import BadRequest, Busy, CommandFailed, DriverError
+from .errors import BadRequest, Busy, CommandFailed, DriverError, PoolExhausted
 from .journal import CallRecord
 from .options import ANONYMOUS, MountRequest, parse_mount_dir, pod_dir_of
 from .pool import (
@@ -34,6 +34,7 @@ from .pool import (
     Want,
     all_tags,
     check_size_cap,
+    fits_after_removal,
     plan_mount,
     plan_release,
     state_tags,
@@ -97,7 +98,12 @@ class Driver:
             if existing is not None:
                 return self._already_mounted(pool, existing, path)
             plan = plan_mount(pool, want, self._facts(pool, entries), self.config.max_size_mb)
-            self._remove(plan.remove, evicted=plan.evicted)
+            left = self._remove(plan.remove, evicted=plan.evicted)
+            if left and plan.action is Action.CREATE and not fits_after_removal(pool, plan, left):
+                raise PoolExhausted(
+                    f"no room for a {want.size_mb} MiB slab: {', '.join(s.name for s in left)} could not be removed "
+                    "(its device is busy: its filesystem may still be mounted in another mount namespace); kubelet will retry"
+                )
             failpoints.hit("mount-after-evict")
             slab, needs_format = self._act(plan, want, request, pool)
         failpoints.hit("mount-after-decision")
@@ -233,7 +239,12 @@ class Driver:
                     decision = plan_release(slab, None, self.config.usage_threshold)
             if decision is Release.DELETE:
                 failpoints.hit("unmount-before-delete")
-                self.lvm.remove([slab.name])
+                if self.lvm.remove([slab.name]):
+                    # The pod's part is done (its dir is unmounted); the slab keeps the tags that
+                    # make it garbage, and a later call or `gc` removes it once it is not busy.
+                    self.record.note(decision="removal deferred", unremovable=[slab.name])
+                    return (f"unmounted {path}; slab {slab.name} could not be removed yet (its device is busy: its "
+                            "filesystem may still be mounted in another mount namespace); a later call removes it")
                 failpoints.hit("unmount-after-delete")
                 self.record.note(decision="deleted slab")
                 return f"unmounted {path}; deleted slab {slab.name}"
@@ -266,13 +277,19 @@ class Driver:
         created_on = volume_group.create_on_blank_device(self.runner, self.lvm, self.config.device, needed_mb=size_mb)
         self.record.note(volume_group_created=created_on)
 
-    def _remove(self, slabs: Sequence[Slab], evicted: Sequence[Slab] = ()) -> None:
-        if slabs:
-            self.lvm.remove([s.name for s in slabs])
-            self.record.note(
-                evicted=[s.name for s in evicted] or None,
-                reclaimed=[s.name for s in slabs if s not in evicted] or None,
-            )
+    def _remove(self, slabs: Sequence[Slab], evicted: Sequence[Slab] = ()) -> tuple[Slab, ...]:
+        """Remove what the plan says; returns the slabs LVM could not remove. Those stay as they
+        are (garbage keeps its tags, a warm slab stays free) for a later call or `gc`: one busy
+        device must not fail every other pod's mount on the node."""
+        if not slabs:
+            return ()
+        left = set(self.lvm.remove([s.name for s in slabs]))
+        self.record.note(
+            evicted=[s.name for s in evicted if s.name not in left] or None,
+            reclaimed=[s.name for s in slabs if s not in evicted and s.name not in left] or None,
+            unremovable=sorted(left) or None,
+        )
+        return tuple(s for s in slabs if s.name in left)
 
     def _retag(self, old: Slab, new: Slab) -> Slab:
         self.lvm.retag(old.name, add=state_tags(new), delete=state_tags(old))
@@ -283,8 +300,8 @@ class Driver:
         fails, the doomed tag lets any later call reclaim it."""
         try:
             self._retag(slab, slab._replace(state=State.DOOMED, creator=""))
-            self.lvm.remove([slab.name])
-            self.record.note(discarded=slab.name)
+            if not self.lvm.remove([slab.name]):
+                self.record.note(discarded=slab.name)
         except CommandFailed:
             pass
 

@@ -40,6 +40,7 @@ DECISIONS = {
     "already mounted": "already_mounted",
     "kept slab": "keep",
     "deleted slab": "delete",
+    "removal deferred": "delete",
     "nothing to do": "nothing",
     "left alone: mounted elsewhere": "nothing",
 }
@@ -51,6 +52,8 @@ HELP = {
     "evictions_total": ("counter", "Free warm slabs deleted to make room for a new slab."),
     "reclaimed_slabs_total": ("counter", "Half-made, doomed or orphaned anonymous slabs deleted by a later call."),
     "deletions_over_threshold_total": ("counter", "Slabs deleted at unmount because they were fuller than the usage threshold."),
+    "removals_deferred_total": ("counter", "Slabs LVM could not remove yet (a busy device, e.g. mounted in another "
+                                "mount namespace), left for a later call or gc."),
     "failures_total": ("counter", "Failed calls by verb and reason."),
     "operation_duration_seconds": ("histogram", "Wall time of mount and unmount calls, by verb and decision."),
     "slabs": ("gauge", "Slabs in the volume group by state, filesystem and size, as the last call left them."),
@@ -97,6 +100,9 @@ def increments(fields: dict[str, object], outcome: str, threshold: float) -> lis
         found.append(("evictions_total", {}, len(evicted)))
     if reclaimed:
         found.append(("reclaimed_slabs_total", {}, len(reclaimed)))
+    unremovable = fields.get("unremovable") or []
+    if unremovable:
+        found.append(("removals_deferred_total", {}, len(unremovable)))
     usage = fields.get("usage")
     if verb == "unmount" and decision == "deleted slab" and pooled and isinstance(usage, (int, float)) and usage > threshold:
         found.append(("deletions_over_threshold_total", {}, 1))
@@ -123,6 +129,8 @@ def gauges_after(pool: Pool, fields: dict[str, object]) -> dict[str, float]:
             state = "used"
         elif slab.name == name and decision == "kept slab":
             state = "free"
+        elif slab.name == name and decision == "removal deferred":
+            state = "doomed"  # unmounted, tagged for removal, its device still busy
         slabs.append((state, slab.fs_type, slab.size_mb, slab.size_bytes))
     if decision == "created new slab" and isinstance(fields.get("size_mb"), int):
         size = round_to_extents(fields["size_mb"], pool.extent_bytes)

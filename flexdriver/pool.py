@@ -284,6 +284,13 @@ def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0) -> Mo
     return MountPlan(Action.CREATE, remove=tuple(garbage) + tuple(evicted), evicted=tuple(evicted), size_bytes=size_bytes)
 
 
+def fits_after_removal(pool: Pool, plan: MountPlan, left: Sequence[Slab]) -> bool:
+    """Whether a CREATE plan's new slab still fits when the slabs in `left` could not be removed."""
+    kept = {s.name for s in left}
+    freed = sum(s.size_bytes for s in plan.remove if s.name not in kept)
+    return pool.vg_free_bytes + freed >= plan.size_bytes
+
+
 def _others(garbage: Sequence[Slab], keep: Slab) -> tuple[Slab, ...]:
     return tuple(s for s in garbage if s.name != keep.name)
 

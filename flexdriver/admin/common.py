@@ -25,6 +25,11 @@ EXIT_PROBLEMS = 1  # the command ran and found (or left) something wrong
 EXIT_USAGE = 2  # bad arguments (click's own code for usage errors), or a change not confirmed
 EXIT_FAILED = 3  # the command could not do its work (config unreadable, LVM failed, lock busy)
 
+# A slab LVM will not remove: its device is busy, most often because its filesystem is still
+# mounted in another mount namespace. It keeps its tags, so the driver's next call or gc tries again.
+BUSY = ("could not delete {name}: its device is busy (its filesystem may still be mounted in another mount "
+        "namespace); left for later")
+
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     click.echo(f"ax-vol-plugin: {message}", err=True)

@@ -6,6 +6,7 @@ lock right before the one lvremove, so a slab a pod claims meanwhile is left alo
 from __future__ import annotations
 
 import re
+import sys
 from typing import List, Optional
 
 import click
@@ -13,7 +14,7 @@ import click
 from .. import inventory
 from ..pool import Condition, Facts, Pool, Slab, condition
 from ..system.lvm import LVM
-from .common import age, confirm, load_config, locked, mib, now, read, reread_under_lock, runner_of
+from .common import BUSY, EXIT_PROBLEMS, age, confirm, load_config, locked, mib, now, read, reread_under_lock, runner_of
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -96,6 +97,11 @@ def evict(ctx, older_than, keep, size_mb, fs_type, dry_run, yes) -> None:
         todo = [s for s in still if s.name in listed]
         for name in sorted(listed - {s.name for s in todo}):
             click.echo(f"left {name} alone: it is no longer a free slab to evict")
-        lvm.remove([s.name for s in todo])
-    if todo:
-        click.echo(f"evicted {len(todo)} slab(s), {mib(sum(s.size_bytes for s in todo))}: {', '.join(s.name for s in todo)}")
+        left = set(lvm.remove([s.name for s in todo]))
+    done = [s for s in todo if s.name not in left]
+    if done:
+        click.echo(f"evicted {len(done)} slab(s), {mib(sum(s.size_bytes for s in done))}: {', '.join(s.name for s in done)}")
+    for name in sorted(left):
+        click.echo(BUSY.format(name=name), err=True)
+    if left:
+        sys.exit(EXIT_PROBLEMS)

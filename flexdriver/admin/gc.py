@@ -13,6 +13,7 @@ touched. Changes are made under the node lock, from a fresh read of the pool.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import List, Sequence
 
 import click
@@ -20,7 +21,7 @@ import click
 from .. import inventory
 from ..pool import Condition, Facts, Kind, Pool, Release, Slab, State, condition, plan_release, state_tags
 from ..system.lvm import LVM
-from .common import confirm, load_config, locked, mib, now, read, reread_under_lock, runner_of
+from .common import BUSY, EXIT_PROBLEMS, confirm, load_config, locked, mib, now, read, reread_under_lock, runner_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +75,11 @@ def apply(lvm: LVM, steps: Sequence[Step], at: int) -> List[str]:
             lvm.retag(step.slab.name, add=state_tags(released(step.slab, at)), delete=state_tags(step.slab))
             done.append(f"freed {step.slab.name}: back in the pool")
     doomed = [s.slab.name for s in steps if s.action == "delete"]
-    if doomed:
-        lvm.remove(doomed)
-        done += [f"deleted {name}" for name in doomed]
+    left = set(lvm.remove(doomed))
+    done += [f"deleted {name}" for name in doomed if name not in left]
+    done += [BUSY.format(name=name) for name in doomed if name in left]
     return done
+
 
 
 @click.command(short_help="Reclaim what crashes and deleted pods left.")
@@ -108,5 +110,8 @@ def gc(ctx: click.Context, dry_run: bool, yes: bool) -> None:
         todo = [step for step in now_steps if step.key in listed]
         for name in sorted({s.slab.name for s in steps} - {s.slab.name for s in todo}):
             click.echo(f"left {name} alone: it changed since it was listed")
-        for line in apply(lvm, todo, now()):  # an LVM failure ends it in one line (locked)
-            click.echo(line)
+        lines = apply(lvm, todo, now())  # an LVM failure ends it in one line (locked)
+    for line in lines:
+        click.echo(line, err=line.startswith("could not"))
+    if any(line.startswith("could not") for line in lines):
+        sys.exit(EXIT_PROBLEMS)

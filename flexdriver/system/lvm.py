@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from ..errors import CommandFailed
+from ..errors import CommandFailed, CommandTimedOut
 from ..record import record
 from .lvm_shell import LVMShell, ShellUnavailable
 from .runner import Runner
@@ -206,9 +206,33 @@ class LVM:
     def activate(self, name: str) -> None:
         self.runner.run(["lvchange", "--activate", "y", f"{self.vg}/{name}"], timeout=self.timeout_s)
 
-    def remove(self, names: Sequence[str]) -> None:
-        if names:
+    def remove(self, names: Sequence[str]) -> tuple[str, ...]:
+        """Remove these LVs; returns those LVM could not remove, for the caller to leave for later.
+
+        The usual cause is a slab's filesystem still mounted in another mount namespace (a
+        container runtime's, a privileged pod's): its device stays busy after our umount. LVM
+        goes on past an LV it cannot remove, so after a failed batch each name is tried alone to
+        learn which are left (one already gone is not). A batch that timed out is not retried.
+        """
+        if not names:
+            return ()
+        try:
             self.runner.run(["lvremove", "--yes", *[f"{self.vg}/{n}" for n in names]], timeout=self.timeout_s)
+            return ()
+        except CommandTimedOut:
+            raise
+        except CommandFailed:
+            pass
+        left = []
+        for name in names:
+            try:
+                self.runner.run(["lvremove", "--yes", f"{self.vg}/{name}"], timeout=self.timeout_s)
+            except CommandTimedOut:
+                raise
+            except CommandFailed as err:
+                if "Failed to find logical volume" not in err.stderr:
+                    left.append(name)
+        return tuple(left)
 
 
 def _rows(stdout: str, kind: str) -> list[dict[str, str]]:

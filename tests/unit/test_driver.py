@@ -17,7 +17,7 @@ import pytest
 from flexdriver import driver as driver_module
 from flexdriver.config import Config
 from flexdriver.driver import Driver
-from flexdriver.errors import BadRequest, CommandFailed, DeviceRefused, DriverError
+from flexdriver.errors import BadRequest, CommandFailed, DeviceRefused, DriverError, PoolExhausted
 from flexdriver.journal import CallRecord
 from flexdriver.options import GRAPH, MountRequest
 from flexdriver.pool import MIB, Kind, Slab, State, all_tags, encode_dir
@@ -44,6 +44,7 @@ class SimulatedNode:
         self.waited: list = []  # device nodes the driver waited for before mkfs or mount
         self.failing_mounts: set = set()  # devices whose mount fails (a broken filesystem)
         self.broken_superblocks: set = set()  # devices whose superblock check finds a problem
+        self.busy: set = set()  # volumes whose device is busy (mounted in another mount namespace)
         self.usage = 0.0
         self._minors = itertools.count()
 
@@ -118,8 +119,18 @@ class SimulatedNode:
                 tags.add(value)
 
     def _lvremove(self, argv):
+        # As LVM does: each LV that can go goes; one whose device is busy stays and fails the call.
+        failed = []
         for target in argv[2:]:
-            del self.volumes[target.split("/", 1)[1]]
+            name = target.split("/", 1)[1]
+            if name not in self.volumes:
+                failed.append(f'Failed to find logical volume "{target}"')
+            elif name in self.busy:
+                failed.append(f"Logical volume {target} contains a filesystem in use.")
+            else:
+                del self.volumes[name]
+        if failed:
+            raise CommandFailed(argv, 5, "\n".join(failed))
 
     def _mkfs_ext4(self, argv):
         pass
@@ -342,6 +353,31 @@ def test_a_request_above_max_size_mb_evicts_nothing_and_makes_no_volume_group(tm
     assert "vgcreate" not in node.programs() and "pvcreate" not in node.programs()
 
 
+def test_a_garbage_slab_that_cannot_be_removed_does_not_fail_a_warm_mount(tmp_path, node):
+    node.add(seeded("slab-warm", State.FREE, 1, released_at=5))
+    node.add(seeded("slab-doomed", State.DOOMED, 2, mount_dir="/gone"))
+    node.busy.add("slab-doomed")
+    path = pod_volume_dir(tmp_path)
+    driver = make_driver(tmp_path, node)
+    driver.mount(request_for(path))
+    assert driver.record.fields["decision"] == "reused warm slab"
+    assert driver.record.fields["unremovable"] == ["slab-doomed"] and driver.record.fields.get("reclaimed") is None
+    assert "ax.state=doomed" in node.volumes["slab-doomed"]["tags"]  # left for a later call
+    node.busy.clear()
+    other = pod_volume_dir(tmp_path, "other")
+    make_driver(tmp_path, node).mount(request_for(other))  # the next call reclaims it
+    assert "slab-doomed" not in node.volumes
+
+
+def test_a_cold_mount_that_needed_a_busy_slabs_room_fails_naming_it(tmp_path, node):
+    node.vg_size = 1024 * MIB  # the doomed slab holds all of it
+    node.add(seeded("slab-doomed", State.DOOMED, 2, mount_dir="/gone"))
+    node.busy.add("slab-doomed")
+    with pytest.raises(PoolExhausted, match="slab-doomed could not be removed"):
+        make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    assert "lvcreate" not in node.programs()
+
+
 # ---- unmount -------------------------------------------------------------------------------
 
 
@@ -363,6 +399,19 @@ def test_unmount_above_threshold_dooms_then_unmounts_then_removes(tmp_path, node
     assert node.volumes == {} and node.mounts == []
     assert message == f"unmounted {path}; deleted slab slab-1"
     assert (driver.record.fields["usage"], driver.record.fields["decision"]) == (0.9, "deleted slab")
+
+
+def test_an_unmount_whose_slab_is_busy_elsewhere_succeeds_and_leaves_it_doomed(tmp_path, node):
+    path = pod_volume_dir(tmp_path)
+    node.add(seeded("slab-1", State.USED, 1, mount_dir=path, uid=UID))
+    node.mount_slab("slab-1", path)
+    node.usage = 0.9
+    node.busy.add("slab-1")  # still mounted in a container runtime's mount namespace
+    driver = make_driver(tmp_path, node, verb="unmount")
+    message = driver.unmount(path)
+    assert "could not be removed yet" in message and node.mounts == []
+    assert "ax.state=doomed" in node.volumes["slab-1"]["tags"]
+    assert (driver.record.fields["decision"], driver.record.fields["unremovable"]) == ("removal deferred", ["slab-1"])
 
 
 def test_unmount_at_or_below_threshold_keeps_the_slab_for_the_next_pod(tmp_path, node):

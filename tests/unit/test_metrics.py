@@ -52,6 +52,13 @@ def test_a_pods_own_slab_again_is_neither_hit_nor_miss(decision):
     assert set(found) == {("calls_total", (("outcome", "success"), ("verb", "mount")))}
 
 
+def test_slabs_lvm_could_not_remove_are_counted_and_not_taken_for_removed():
+    found = counted({"verb": "mount", "type": "graph", "decision": "reused warm slab", "unremovable": ["a", "b"]})
+    assert found[("removals_deferred_total", ())] == 2
+    found = counted({"verb": "unmount", "type": "graph", "decision": "removal deferred", "unremovable": ["s"], "usage": 0.9})
+    assert found[("removals_deferred_total", ())] == 1 and ("deletions_over_threshold_total", ()) not in found
+
+
 def test_anonymous_volumes_are_not_cache_traffic():
     found = counted({"verb": "mount", "type": "anonymous", "decision": "created new slab"})
     assert ("cache_misses_total", ()) not in found

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flexdriver.errors import CommandFailed
+from flexdriver.errors import CommandFailed, CommandTimedOut
 from flexdriver.system.lvm import LVM, LogicalVolume, VolumeGroupReport, dm_path
 
 from ..fakes import FakeRunner
@@ -148,8 +148,29 @@ def test_remove_takes_all_names_in_one_call(runner, lvm):
 
 
 def test_remove_of_nothing_runs_nothing(runner, lvm):
-    lvm.remove([])
+    assert lvm.remove([]) == ()
     assert runner.calls == []
+
+
+def test_remove_returns_nothing_left_when_the_batch_works(runner, lvm):
+    assert lvm.remove(["slab-1", "slab-2"]) == ()
+
+
+def test_after_a_failed_batch_each_is_tried_alone_and_the_busy_ones_are_returned(runner, lvm):
+    runner.fail(["lvremove", "--yes", "vg-ax/slab-1", "vg-ax/slab-2", "vg-ax/slab-3"],
+                stderr="Logical volume vg-ax/slab-2 contains a filesystem in use.")
+    runner.fail(["lvremove", "--yes", "vg-ax/slab-1"], stderr='Failed to find logical volume "vg-ax/slab-1"')
+    runner.fail(["lvremove", "--yes", "vg-ax/slab-2"], stderr="Logical volume vg-ax/slab-2 contains a filesystem in use.")
+    runner.fail(["lvremove", "--yes", "vg-ax/slab-3"], stderr='Failed to find logical volume "vg-ax/slab-3"')
+    assert lvm.remove(["slab-1", "slab-2", "slab-3"]) == ("slab-2",)
+    assert len(runner.calls) == 4
+
+
+def test_a_batch_that_timed_out_is_not_retried(runner, lvm):
+    runner._replies.append((["lvremove"], CommandTimedOut(["lvremove"], -9, "", "killed after 120 s")))
+    with pytest.raises(CommandTimedOut):
+        lvm.remove(["slab-1", "slab-2"])
+    assert len(runner.calls) == 1
 
 
 @pytest.mark.parametrize(
