@@ -311,3 +311,58 @@ def test_uninstall_leaves_files_it_does_not_own(node):
     result = node.uninstall()
     assert result.returncode == 0 and "it holds files not ours" in result.stdout
     assert os.listdir(node.plugin_dir / "ax~vol_plugin") == ["notes.txt"]
+
+
+# ---- who may choose the plugin dir ----------------------------------------------------------------
+
+NOBODY = 65534
+
+
+def test_a_process_another_user_named_kubelet_does_not_choose_the_plugin_dir(node, tmp_path):
+    # The attack: an unprivileged process renames itself kubelet and names a dir it owns, where
+    # root would stage the driver and run it for its checks.
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    os.chown(evil, NOBODY, NOBODY)
+    code = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'kubelet', 0, 0, 0); time.sleep(60)"
+    proc = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                             "/usr/bin/python3", "-c", code, f"--volume-plugin-dir={evil}"], cwd="/")
+    try:
+        for _ in range(200):
+            with open(f"/proc/{proc.pid}/comm") as handle:
+                if handle.read().strip() == "kubelet":
+                    break
+            time.sleep(0.02)
+        result = subprocess.run([UNINSTALL, "--admin-path", str(node.admin), "--config", str(node.config)],
+                                capture_output=True, text=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result.returncode == 0, result.stderr
+    assert f"ignoring process {proc.pid} named kubelet" in result.stderr
+    assert str(evil) not in result.stdout and f"plugin dir {DEFAULT_PLUGIN_DIR} (kubelet's default" in result.stdout
+    assert list(evil.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["owned by another user", "group-writable", "under a dir another user owns", "a link"])
+def test_a_plugin_dir_others_can_change_is_refused_and_nothing_is_installed(node, tmp_path, how):
+    base = tmp_path / "base"
+    base.mkdir(mode=0o755)
+    plugin_dir = base / "plugins"
+    if how == "owned by another user":
+        plugin_dir.mkdir()
+        os.chown(plugin_dir, NOBODY, NOBODY)
+    elif how == "group-writable":
+        plugin_dir.mkdir()
+        plugin_dir.chmod(0o775)
+    elif how == "under a dir another user owns":
+        os.chown(base, NOBODY, NOBODY)  # plugins/ does not exist yet: install would make it there
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        plugin_dir.symlink_to(tmp_path / "elsewhere")
+    node.plugin_dir = plugin_dir
+    result = node.install(SKIP)
+    assert result.returncode != 0
+    assert f"refusing plugin dir {plugin_dir}:" in result.stderr, result.stderr
+    assert node.files() == []
+    assert not (tmp_path / "elsewhere" / "ax~vol_plugin").exists() and not (plugin_dir / "ax~vol_plugin").exists()
