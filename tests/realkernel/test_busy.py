@@ -11,12 +11,19 @@ import time
 from . import node
 from .node import Pod, check_pool, slab_at, slabs
 
+HOLD_AT = "/run/ax-test-holder"
+
 
 def hold_in_another_mount_namespace(pod: Pod) -> subprocess.Popen:
-    """A process in a mount namespace of its own, made while the pod's slab is mounted: its copy
-    of the mount keeps the device open after the pod's umount, as containerd's would."""
+    """A process in a mount namespace of its own, made while the pod's slab is mounted, with the
+    slab bind-mounted at a path of its own there, as containerd bind-mounts a pod's volume into a
+    container's root: it keeps the device open after the pod's umount. (Its copy at the pod's own
+    dir would not: the kernel detaches mounts in every namespace when their mount point is
+    removed, as kubelet removes the pod's volume dir.)"""
     ours = os.readlink("/proc/self/ns/mnt")
-    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "900"])
+    os.makedirs(HOLD_AT, exist_ok=True)
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               f'mount --bind "$0" {HOLD_AT} && exec sleep 900', pod.dir])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

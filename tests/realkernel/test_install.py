@@ -129,15 +129,16 @@ def test_install_refuses_a_device_carrying_a_foreign_filesystem(kubelet):
         ("/usr/sbin/lvcreate", "prerequisite lvm2 tools: not found: lvm, lvs, vgs, pvs, vgcreate, lvcreate"),
     ],
 )
-def test_install_names_each_missing_tool(kubelet, hidden, message):
+def test_install_names_each_missing_tool(kubelet, hidden, message, tmp_path):
     # Over the real program (lvcreate is a link to lvm, so all of LVM goes): not executable.
+    unused = tmp_path / "plugins-unused"  # in a dir of root's alone: install refuses one in /tmp itself
     node.run("mount", "--bind", "/dev/null", hidden)
     try:
-        result = sh(INSTALL, "--plugin-dir", "/tmp/plugins-unused")
+        result = sh(INSTALL, "--plugin-dir", str(unused))
     finally:
         node.run("umount", hidden)
     assert result.returncode != 0 and message in result.stderr
-    assert "nothing installed" in result.stderr and not os.path.exists("/tmp/plugins-unused/ax~vol_plugin")
+    assert "nothing installed" in result.stderr and not os.path.exists(unused / "ax~vol_plugin")
 
 
 def test_host_root_install_runs_the_checks_on_the_node_through_nsenter(kubelet, reinstalled_after, new_build, tmp_path):
