@@ -11,8 +11,7 @@ PYTHON  := $(VENV)/bin/python
 APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace \
             docker.io apparmor busybox-static lintian inotify-tools prometheus
 STAMP   := $(VENV)/.deps-installed
-# Build outputs and downloads the VM needs, kept outside the repo and reused by later runs. The
-# guest must be able to read it: not under /var or /tmp, which the guest overlays with its own.
+# Build outputs the VM tooling needs (virtiofsd), kept outside the repo and reused by later runs.
 AX_CACHE_DIR ?= $(HOME)/.cache/ax-vol-plugin
 export AX_CACHE_DIR
 # The guest's root is the host's, shared by virtiofs with the guest's page cache on
