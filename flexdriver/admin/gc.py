@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import click
 
@@ -68,7 +68,8 @@ def describe(step: Step) -> str:
     return f"{verb} {step.slab.name} ({mib(step.slab.size_bytes)} {step.slab.fs_type}): {step.why}"
 
 
-def apply(lvm: LVM, steps: Sequence[Step], at: int) -> List[str]:
+def apply(lvm: LVM, steps: Sequence[Step], at: int) -> Tuple[List[str], List[str]]:
+    """What was done, one line each, and the slabs LVM could not remove."""
     done = []
     for step in steps:
         if step.action == "free":
@@ -77,8 +78,7 @@ def apply(lvm: LVM, steps: Sequence[Step], at: int) -> List[str]:
     doomed = [s.slab.name for s in steps if s.action == "delete"]
     left = set(lvm.remove(doomed))
     done += [f"deleted {name}" for name in doomed if name not in left]
-    done += [BUSY.format(name=name) for name in doomed if name in left]
-    return done
+    return done, [name for name in doomed if name in left]
 
 
 
@@ -110,8 +110,10 @@ def gc(ctx: click.Context, dry_run: bool, yes: bool) -> None:
         todo = [step for step in now_steps if step.key in listed]
         for name in sorted({s.slab.name for s in steps} - {s.slab.name for s in todo}):
             click.echo(f"left {name} alone: it changed since it was listed")
-        lines = apply(lvm, todo, now())  # an LVM failure ends it in one line (locked)
-    for line in lines:
-        click.echo(line, err=line.startswith("could not"))
-    if any(line.startswith("could not") for line in lines):
+        done, left = apply(lvm, todo, now())  # an LVM failure ends it in one line (locked)
+    for line in done:
+        click.echo(line)
+    for name in left:
+        click.echo(BUSY.format(name=name), err=True)
+    if left:
         sys.exit(EXIT_PROBLEMS)
