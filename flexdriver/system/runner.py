@@ -108,7 +108,9 @@ def _kill_group(proc: subprocess.Popen):
     """Kill a timed-out child and everything in its process group; collect what it wrote.
 
     A grandchild that left the group could still hold the pipes: after a short wait the pipes
-    are closed instead of waited on, so the call ends either way."""
+    are closed instead of waited on. And SIGKILL does not end a process stuck in the kernel
+    (an umount writing back to a device that has stopped answering sleeps uninterruptibly): it
+    is waited for a bounded time too, then left to init to reap, so the call ends either way."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
@@ -119,7 +121,11 @@ def _kill_group(proc: subprocess.Popen):
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-        proc.wait()
+        try:
+            proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            # Not reaped: Popen would warn about it on stderr when collected, into kubelet's JSON.
+            proc.returncode = -9
         return b"", b""
 
 

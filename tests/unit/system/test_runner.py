@@ -172,3 +172,32 @@ def test_children_ask_to_die_with_the_driver(monkeypatch):
 
 def test_prctl_is_found_in_libc():
     assert runner_module._prctl is not None
+
+
+def test_a_child_that_survives_sigkill_does_not_hold_the_call(monkeypatch, tmp_path):
+    # As an umount stuck writing back to a dead device: SIGKILL cannot end it. Here the kill is
+    # made to miss instead, so the child (a sleep) lives on after the timeout.
+    import subprocess
+    import threading
+
+    monkeypatch.setattr(runner_module, "KILL_GRACE_S", 0.2)
+    monkeypatch.setattr(runner_module.os, "killpg", lambda pid, sig: None)
+    monkeypatch.setattr(subprocess.Popen, "kill", lambda self: None)
+    pid_file = tmp_path / "pid"
+    argv = ["/bin/sh", "-c", f"echo $$ > {pid_file}; exec /bin/sleep 60"]
+    raised = []
+
+    def call():
+        try:
+            Runner().run(argv, timeout=0.5)
+        except CommandTimedOut as err:
+            raised.append(err)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout=20)  # far above the 0.5 s + 2 x 0.2 s the call may take; the sleep lasts 60
+    try:
+        assert not thread.is_alive(), "the runner is still waiting on a child it could not kill"
+        assert len(raised) == 1
+    finally:
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
