@@ -25,6 +25,7 @@ from .options import ANONYMOUS, MountRequest, parse_mount_dir, pod_dir_of
 from .pool import (
     NAME_PREFIX,
     Action,
+    Decision,
     Facts,
     Kind,
     Pool,
@@ -97,7 +98,9 @@ class Driver:
             existing = mount_at(entries, path)
             if existing is not None:
                 return self._already_mounted(pool, existing, path)
-            plan = plan_mount(pool, want, self._facts(pool, entries), self.config.max_size_mb)
+            plan = plan_mount(
+                pool, want, self._facts(pool, entries), self.config.max_size_mb, self.config.usage_threshold
+            )
             left = self._remove(plan.remove, evicted=plan.evicted)
             if left and plan.action is Action.CREATE and not fits_after_removal(pool, plan, left):
                 raise PoolExhausted(
@@ -138,31 +141,53 @@ class Driver:
                 raise _WarmSlabUnusable(slab, str(err)) from err
             raise
         failpoints.hit("mount-after-mount")
-        return f"mounted slab {slab.name} ({self.record.fields['decision']}) on {path}"
+        if slab.state is State.CLAIMED:
+            self._finish_claim(slab, path, device, plan.measure)
+        return f"mounted slab {slab.name} ({self.record.fields['decision'].text}) on {path}"
+
+    def _finish_claim(self, slab: Slab, path: str, device: str, measure: bool) -> None:
+        """A claimed warm slab is mounted on its new pod's dir: if nobody measured it (it went
+        back to the pool without being mounted), measure it now, before the pod gets it, so the
+        usage rule holds for it too; then it is the pod's."""
+        if measure:
+            usage = filesystems.measure(path, device)
+            self.record.note(usage=round(usage, 4), measured_before_use=True)
+            failpoints.hit("mount-after-reuse-measure")
+            if plan_release(slab, usage, self.config.usage_threshold) is Release.DELETE:
+                self.mounter.unmount(path)
+                self._discard(slab)
+                raise _WarmSlabUnusable(
+                    slab, f"nobody had measured it and it is {usage:.0%} full, over the usage threshold"
+                )
+        self._retag(slab, slab._replace(state=State.USED, usage_permille=None))
+        failpoints.hit("mount-after-used-tag")
 
     def _act(self, plan, want: Want, request: MountRequest, pool: Pool) -> tuple[Slab, bool]:
         """Record the plan in LVM tags; returns the slab and whether it still needs mkfs."""
         slab = plan.slab
         self.record.note(slab=slab.name if slab else None)
         if plan.action is Action.RESUME:
-            self.record.note(decision="resumed own slab")
+            self.record.note(decision=Decision.RESUMED)
             if not slab.active:
                 self.lvm.activate(slab.name)  # after a reboot on a node that does not auto-activate
             return slab, False
         if plan.action is Action.REUSE:
-            claimed = slab._replace(
-                state=State.USED, mount_dir=want.mount_dir, pod_uid=request.pod_uid, released_at=0, usage_permille=None
-            )
-            self._retag(slab, claimed)
-            failpoints.hit("mount-after-claim")
-            self.record.note(decision="reused warm slab", warm_since=slab.released_at)
+            if slab.state is State.CLAIMED:
+                claimed = slab  # claimed for this dir by a try that died before mounting it
+            else:
+                # Its usage tag stays until it is mounted: a slab claimed by a call that then
+                # died goes back to the pool as measured as it was.
+                claimed = slab._replace(state=State.CLAIMED, mount_dir=want.mount_dir, pod_uid=request.pod_uid, released_at=0)
+                self._retag(slab, claimed)
+                failpoints.hit("mount-after-claim")
+            self.record.note(decision=Decision.REUSED, warm_since=slab.released_at or None)
             if not slab.active:
                 self.lvm.activate(slab.name)
             return claimed, False
         if plan.action is Action.REFORMAT:
             taken = slab._replace(creator=self.me)
             self._retag(slab, taken)
-            self.record.note(decision="took over half-made slab")
+            self.record.note(decision=Decision.REFORMATTED)
             if not slab.active:
                 self.lvm.activate(slab.name)
             return taken, True
@@ -179,85 +204,107 @@ class Driver:
             scope=want.scope,
         )
         self.lvm.create(new.name, new.size_bytes, all_tags(new))
-        self.record.note(slab=new.name, decision="created new slab")
+        self.record.note(slab=new.name, decision=Decision.CREATED)
         failpoints.hit("mount-after-lvcreate")
         return new, True
 
     def _already_mounted(self, pool: Pool, existing: MountEntry, path: str) -> str:
         for slab in pool.slabs:
             if slab.device == existing.device and slab.mount_dir == path:
-                self.record.note(slab=slab.name, decision="already mounted")
+                self.record.note(slab=slab.name, decision=Decision.ALREADY_MOUNTED)
+                if slab.state is State.CLAIMED:  # the call that mounted it died before the last step
+                    measure = plan_release(slab, None, self.config.usage_threshold) is Release.MEASURE_FIRST
+                    self._finish_claim(slab, path, dm_path(self.config.volume_group, slab.name), measure)
                 return f"slab {slab.name} is already mounted on {path}"
         raise DriverError(f"{path} already has {existing.source} ({existing.fs_type}) mounted on it, not a slab of this driver")
 
     # ---- unmount -------------------------------------------------------------------------
 
     def unmount(self, mount_dir: str) -> str:
+        """Decide under the node lock, from a fresh `lvs`, and record the decision in the slab's
+        tags; the slow steps (umount, which writes back what the pod left dirty, and lvremove)
+        then run outside it, on a slab no other call will take: one still tagged for this dir, or
+        doomed. A pod leaving gigabytes of dirty data does not hold up every mount on the node."""
         path = canonical(parse_mount_dir(mount_dir))
         self.record.note(pod=_pod_of(path))
-        usage: float | None = None  # stays None when the slab was not mounted: nothing to measure
         self.lvm.start_shell()
         with self._lock():
-            pool, entries = self._snapshot(create_for_mb=None)
-            self.record.saw(pool)
-            existing = mount_at(entries, path)
-            slabs = pool.slabs if pool else ()
-            if existing is not None:
-                slab = next((s for s in slabs if s.device == existing.device), None)
-                if slab is None:
-                    raise DriverError(
-                        f"{path} has {existing.source} ({existing.fs_type}) mounted on it, "
-                        f"not a slab of volume group {self.config.volume_group}; not unmounting it"
-                    )
-                self.record.note(slab=slab.name, type=slab.kind.value)
-                usage = filesystems.measure(path, slab.device)
-                self.record.note(usage=round(usage, 4))
-                failpoints.hit("unmount-after-measure")
-                decision = plan_release(slab, usage, self.config.usage_threshold)
-                if decision is Release.DELETE and slab.state is not State.DOOMED:
-                    # Recorded before the umount: a retry after a crash here must not mistake
-                    # an unmounted, over-full slab for one that may go back to the pool.
-                    slab = self._retag(slab, slab._replace(state=State.DOOMED))
-                    failpoints.hit("unmount-after-doomed-tag")
-                self.mounter.unmount(path)
-                failpoints.hit("unmount-after-umount")
-            else:
-                slab = next((s for s in slabs if s.mount_dir == path), None)
-                if slab is None:
-                    self.record.note(decision="nothing to do")
-                    return f"{path} is not mounted and has no slab recorded"
-                self.record.note(slab=slab.name, type=slab.kind.value)
-                mounted_elsewhere = next((e for e in entries if e.device == slab.device), None)
-                if slab.device is not None and mounted_elsewhere is not None:
-                    self.record.note(decision="left alone: mounted elsewhere")
-                    return f"slab {slab.name} recorded for {path} is mounted at {mounted_elsewhere.mount_point}; left alone"
-                if slab.state is State.CREATING and host.is_alive(slab.creator):
-                    raise Busy(f"slab {slab.name} for {path} is still being formatted by another call; retry")
-                if slab.state in (State.CREATING, State.DOOMED):
-                    decision = Release.DELETE
-                else:
-                    decision = plan_release(slab, None, self.config.usage_threshold)
-            if decision is Release.DELETE:
-                failpoints.hit("unmount-before-delete")
-                if self.lvm.remove([slab.name]):
-                    # The pod's part is done (its dir is unmounted); the slab keeps the tags that
-                    # make it garbage, and a later call or `gc` removes it once it is not busy.
-                    self.record.note(decision="removal deferred", unremovable=[slab.name])
-                    return (f"unmounted {path}; slab {slab.name} could not be removed yet (its device is busy: its "
-                            "filesystem may still be mounted in another mount namespace); a later call removes it")
-                failpoints.hit("unmount-after-delete")
-                self.record.note(decision="deleted slab")
-                return f"unmounted {path}; deleted slab {slab.name}"
-            self._retag(
-                slab,
-                slab._replace(
-                    state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=int(time.time()),
-                    usage_permille=None if usage is None else round(usage * 1000),
-                ),
-            )
-            failpoints.hit("unmount-after-keep-tag")
-            self.record.note(decision="kept slab")
-            return f"unmounted {path}; slab {slab.name} kept for the next pod"
+            release = self._decide_release(path)
+        if isinstance(release, str):
+            return release
+        slab, decision, usage, mounted = release
+        self.record.note(release=decision)
+        if mounted:
+            failpoints.hit("unmount-before-umount")
+            self.mounter.unmount(path)
+            failpoints.hit("unmount-after-umount")
+        if decision is Release.DELETE:
+            failpoints.hit("unmount-before-delete")
+            if self.lvm.remove([slab.name]):
+                # The pod's part is done (its dir is unmounted); the slab keeps the tags that
+                # make it garbage, and a later call or `gc` removes it once it is not busy.
+                self.record.note(decision=Decision.DEFERRED, unremovable=[slab.name])
+                return (f"unmounted {path}; slab {slab.name} could not be removed yet (its device is busy: its "
+                        "filesystem may still be mounted in another mount namespace); a later call removes it")
+            failpoints.hit("unmount-after-delete")
+            self.record.note(decision=Decision.DELETED)
+            return f"unmounted {path}; deleted slab {slab.name}"
+        measured = slab.usage_permille if usage is None else round(usage * 1000)
+        self._retag(
+            slab,
+            slab._replace(
+                state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=int(time.time()),
+                usage_permille=measured,
+            ),
+        )
+        failpoints.hit("unmount-after-keep-tag")
+        if decision is Release.MEASURE_FIRST:
+            self.record.note(decision=Decision.KEPT_UNMEASURED)
+            return f"{path} was not mounted; slab {slab.name} kept for the next pod, which measures it first"
+        self.record.note(decision=Decision.KEPT)
+        return f"unmounted {path}; slab {slab.name} kept for the next pod"
+
+    def _decide_release(self, path: str):
+        """Under the node lock: the dir's slab, what becomes of it, its usage (None: not
+        measured) and whether it is mounted on the dir; or the call's answer when there is
+        nothing more to do."""
+        pool, entries = self._snapshot(create_for_mb=None)
+        self.record.saw(pool)
+        existing = mount_at(entries, path)
+        slabs = pool.slabs if pool else ()
+        if existing is not None:
+            slab = next((s for s in slabs if s.device == existing.device), None)
+            if slab is None:
+                raise DriverError(
+                    f"{path} has {existing.source} ({existing.fs_type}) mounted on it, "
+                    f"not a slab of volume group {self.config.volume_group}; not unmounting it"
+                )
+            self.record.note(slab=slab.name, type=slab.kind.value)
+            usage = filesystems.measure(path, slab.device)
+            self.record.note(usage=round(usage, 4))
+            failpoints.hit("unmount-after-measure")
+            decision = plan_release(slab, usage, self.config.usage_threshold)
+            if decision is Release.DELETE and slab.state is not State.DOOMED:
+                # Recorded before the umount: a retry after a crash here must not mistake an
+                # unmounted, over-full slab for one that may go back to the pool; and no other
+                # call takes a doomed slab while it is still mounted.
+                slab = self._retag(slab, slab._replace(state=State.DOOMED))
+                failpoints.hit("unmount-after-doomed-tag")
+            return slab, decision, usage, True
+        slab = next((s for s in slabs if s.mount_dir == path), None)
+        if slab is None:
+            self.record.note(decision=Decision.NOTHING)
+            return f"{path} is not mounted and has no slab recorded"
+        self.record.note(slab=slab.name, type=slab.kind.value)
+        mounted_elsewhere = next((e for e in entries if e.device == slab.device), None)
+        if slab.device is not None and mounted_elsewhere is not None:
+            self.record.note(decision=Decision.LEFT_ALONE)
+            return f"slab {slab.name} recorded for {path} is mounted at {mounted_elsewhere.mount_point}; left alone"
+        if slab.state is State.CREATING and host.is_alive(slab.creator):
+            raise Busy(f"slab {slab.name} for {path} is still being formatted by another call; retry")
+        if slab.state in (State.CREATING, State.DOOMED):
+            return slab, Release.DELETE, None, False
+        return slab, plan_release(slab, None, self.config.usage_threshold), None, False
 
     # ---- shared steps --------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ def gather_facts(pool: Pool, entries: Sequence[MountEntry]) -> Facts:
     gone = {
         s.mount_dir
         for s in pool.slabs
-        if s.state is State.USED and s.mount_dir and not os.path.exists(owner_path(s.mount_dir))
+        if s.state in (State.USED, State.CLAIMED) and s.mount_dir and not os.path.exists(owner_path(s.mount_dir))
     }
     return Facts(
         mounted_devices=frozenset(e.device for e in entries),

@@ -13,6 +13,7 @@ torn. An external logrotate works too, without copytruncate or a signal, for the
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import json
 import os
@@ -48,7 +49,12 @@ class CallRecord:
             "message": message,
             "duration_s": round(self.duration_s(), 3),
         }
-        return json.dumps(record, sort_keys=False, default=str) + "\n"
+        return json.dumps(record, sort_keys=False, default=_plain) + "\n"
+
+
+def _plain(value: object) -> object:
+    # Typed values (a Decision, a Release) are logged as the words they stand for.
+    return value.value if isinstance(value, enum.Enum) else str(value)
 
 
 @record

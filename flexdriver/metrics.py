@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 
 from .config import Config
-from .pool import Pool, round_to_extents
+from .pool import Decision, Pool, Release, State, round_to_extents
 from .system import files
 
 PROM_FILE = "ax_vol_plugin.prom"
@@ -30,20 +30,6 @@ LOCK_FILE = "metrics.lock"
 PREFIX = "ax_vol_plugin_"
 # Seconds; from a warm mount on a fast node to a cold mkfs of a big slab on a slow one.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-# The decision of a call (its log line's text) as a short, bounded label value.
-DECISIONS = {
-    "reused warm slab": "reuse",
-    "created new slab": "create",
-    "took over half-made slab": "reformat",
-    "resumed own slab": "resume",
-    "already mounted": "already_mounted",
-    "kept slab": "keep",
-    "deleted slab": "delete",
-    "removal deferred": "delete",
-    "nothing to do": "nothing",
-    "left alone: mounted elsewhere": "nothing",
-}
 
 HELP = {
     "calls_total": ("counter", "Driver calls by verb and outcome."),
@@ -82,7 +68,7 @@ def _unkey(key: str) -> tuple[str, Labels]:
 def increments(fields: dict[str, object], outcome: str, threshold: float) -> list[tuple[str, dict[str, str], float]]:
     """The counter increments one call's record stands for."""
     verb = str(fields.get("verb", ""))
-    decision = str(fields.get("decision", ""))
+    decision = fields.get("decision")
     found: list[tuple[str, dict[str, str], float]] = [
         ("calls_total", {"verb": verb, "outcome": outcome.lower()}, 1),
     ]
@@ -90,9 +76,9 @@ def increments(fields: dict[str, object], outcome: str, threshold: float) -> lis
         found.append(("failures_total", {"verb": verb, "reason": str(fields.get("reason", "error"))}, 1))
     pooled = fields.get("type", "graph") == "graph"
     if verb == "mount" and pooled:
-        if decision == "reused warm slab":
+        if decision is Decision.REUSED:
             found.append(("cache_hits_total", {}, 1))
-        elif decision in ("created new slab", "took over half-made slab"):
+        elif decision in (Decision.CREATED, Decision.REFORMATTED):
             found.append(("cache_misses_total", {}, 1))
     evicted = fields.get("evicted") or []
     reclaimed = fields.get("reclaimed") or []
@@ -104,7 +90,8 @@ def increments(fields: dict[str, object], outcome: str, threshold: float) -> lis
     if unremovable:
         found.append(("removals_deferred_total", {}, len(unremovable)))
     usage = fields.get("usage")
-    if verb == "unmount" and decision == "deleted slab" and pooled and isinstance(usage, (int, float)) and usage > threshold:
+    over_threshold = fields.get("release") is Release.DELETE and isinstance(usage, (int, float)) and usage > threshold
+    if verb == "unmount" and decision is Decision.DELETED and pooled and over_threshold:
         found.append(("deletions_over_threshold_total", {}, 1))
     return found
 
@@ -116,7 +103,7 @@ def gauges_after(pool: Pool, fields: dict[str, object]) -> dict[str, float]:
         removed.add(fields["discarded"])
     decision = fields.get("decision")
     name = fields.get("slab")
-    if decision == "deleted slab":
+    if decision is Decision.DELETED:
         removed.add(name)
     slabs = []  # (state, fs, size_mb, bytes)
     free_bytes = pool.vg_free_bytes
@@ -124,15 +111,15 @@ def gauges_after(pool: Pool, fields: dict[str, object]) -> dict[str, float]:
         if slab.name in removed:
             free_bytes += slab.size_bytes
             continue
-        state = slab.state.value
-        if slab.name == name and decision in ("reused warm slab", "took over half-made slab"):
+        state = "used" if slab.state is State.CLAIMED else slab.state.value  # claimed: being handed to a pod
+        if slab.name == name and decision in (Decision.REUSED, Decision.REFORMATTED):
             state = "used"
-        elif slab.name == name and decision == "kept slab":
+        elif slab.name == name and decision in (Decision.KEPT, Decision.KEPT_UNMEASURED):
             state = "free"
-        elif slab.name == name and decision == "removal deferred":
+        elif slab.name == name and decision is Decision.DEFERRED:
             state = "doomed"  # unmounted, tagged for removal, its device still busy
         slabs.append((state, slab.fs_type, slab.size_mb, slab.size_bytes))
-    if decision == "created new slab" and isinstance(fields.get("size_mb"), int):
+    if decision is Decision.CREATED and isinstance(fields.get("size_mb"), int):
         size = round_to_extents(fields["size_mb"], pool.extent_bytes)
         slabs.append(("used", str(fields.get("fs", "")), fields["size_mb"], size))
         free_bytes -= size
@@ -158,7 +145,8 @@ def add(state: dict, fields: dict[str, object], outcome: str, duration_s: float,
     histograms = {k: dict(v, buckets=list(v["buckets"])) for k, v in state.get("histograms", {}).items()}
     verb = str(fields.get("verb", ""))
     if verb in ("mount", "unmount"):
-        decision = DECISIONS.get(str(fields.get("decision", "")), "failed" if outcome != "Success" else "other")
+        decision = fields.get("decision")
+        decision = decision.label if isinstance(decision, Decision) else ("failed" if outcome != "Success" else "other")
         key = _key("operation_duration_seconds", {"verb": verb, "decision": decision})
         histogram = histograms.setdefault(key, {"buckets": [0] * len(BUCKETS), "sum": 0.0, "count": 0})
         for index, bound in enumerate(BUCKETS):

@@ -9,14 +9,16 @@ disagree with LVM: an admin who removes a slab or grows the volume group tells u
     ax.size_mb=N                the size pods asked for (the LV may be rounded up to extents)
     ax.scope=node|ns.<namespace>|key.<name>   which pods may inherit it (missing: node)
     ax.state=creating           made by lvcreate, filesystem not (yet) complete
-    ax.state=used               formatted and given to the mount dir in ax.dir
+    ax.state=claimed            a warm slab handed to the mount dir in ax.dir, not yet mounted there
+    ax.state=used               formatted and mounted (or being mounted) for the mount dir in ax.dir
     ax.state=free               formatted, unmounted, waiting in the pool since ax.released
     ax.state=doomed             measured over the threshold at unmount: to be deleted
     ax.dir=<base64 path>        the mount dir that owns it (creating/used/doomed)
     ax.pod=<uid>                the owning pod, for people reading `lvs`
     ax.creator=<boot>:<pid>:<start>   the call that is formatting it (creating only)
     ax.released=<unix seconds>  when it went back to the pool (free only); LRU order
-    ax.usage=<permille>         how full its filesystem was when it went back (free only)
+    ax.usage=<permille>         how full its filesystem was when it went back (free and claimed);
+                                missing: never measured, so measured before a pod gets it
 
 Tag changes are single lvchange calls, which LVM commits atomically, so a slab is always in
 exactly one of these states whatever instant the driver is killed at.
@@ -39,6 +41,9 @@ NAME_PREFIX = "slab-"
 
 class State(enum.Enum):
     CREATING = "creating"
+    # A claimed slab has not been mounted for its new pod yet: a retry after a crash checks it
+    # again, and may replace it, as the first try would have; a used one holds the pod's data.
+    CLAIMED = "claimed"
     USED = "used"
     FREE = "free"
     DOOMED = "doomed"
@@ -65,6 +70,10 @@ class Slab:
     active: bool = False
     scope: str = "node"
     usage_permille: int | None = None  # measured at release; None when unknown
+
+    @property
+    def known_usage(self) -> float | None:
+        return None if self.usage_permille is None else self.usage_permille / 1000
 
 
 def encode_dir(path: str) -> str:
@@ -213,6 +222,7 @@ class MountPlan:
     remove: tuple[Slab, ...] = ()  # garbage and evictions, removed before the action
     evicted: tuple[Slab, ...] = ()  # the warm slabs among `remove`
     size_bytes: int = 0  # for CREATE: the LV size, rounded up to whole extents
+    measure: bool = False  # for REUSE: nobody measured this slab; measure it before the pod gets it
 
 
 def round_to_extents(size_mb: int, extent_bytes: int) -> int:
@@ -227,9 +237,10 @@ def check_size_cap(size_mb: int, max_size_mb: int) -> None:
         raise BadRequest(f"size_mb {size_mb} is above this node's max_size_mb {max_size_mb}; nothing was created or evicted")
 
 
-def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0) -> MountPlan:
+def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0, threshold: float = 0.5) -> MountPlan:
     """What a mount does. A pod's own slab (a retry, a reboot) is mounted again whatever its size;
-    anything else first passes the node's size cap."""
+    anything else first passes the node's size cap. A warm slab is handed on only if it is
+    known to be at most `threshold` full, or is to be measured first (MountPlan.measure)."""
     size_bytes = round_to_extents(want.size_mb, pool.extent_bytes)
     if size_bytes > pool.vg_size_bytes:
         raise BadRequest(
@@ -243,6 +254,10 @@ def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0) -> Mo
     own_used = [s for s in own if s.state is State.USED]
     if own_used:
         return MountPlan(Action.RESUME, own_used[0], remove=_others(garbage, own_used[0]))
+    own_claimed = [s for s in own if s.state is State.CLAIMED]
+    if own_claimed:
+        # Claimed by an earlier try that died before mounting it: carry on where it stopped.
+        return _reuse(own_claimed[0], _others(garbage, own_claimed[0]), threshold)
     own_creating = [s for s in own if s.state is State.CREATING]
     if own_creating:
         raise Busy(f"slab {own_creating[0].name} for this dir is still being formatted by another call; retry")
@@ -260,11 +275,11 @@ def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0) -> Mo
         matching = [
             s for s in reusable
             if s.kind is Kind.GRAPH and s.size_mb == want.size_mb and s.fs_type == want.fs_type
-            and s.scope == want.scope
+            and s.scope == want.scope and plan_release(s, None, threshold) is not Release.DELETE
         ]
         if matching:
             warmest = max(matching, key=lambda s: (s.released_at, s.name))
-            return MountPlan(Action.REUSE, warmest, remove=tuple(garbage))
+            return _reuse(warmest, tuple(garbage), threshold)
 
     available = pool.vg_free_bytes + sum(s.size_bytes for s in garbage)
     evicted: list[Slab] = []
@@ -291,26 +306,65 @@ def fits_after_removal(pool: Pool, plan: MountPlan, left: Sequence[Slab]) -> boo
     return pool.vg_free_bytes + freed >= plan.size_bytes
 
 
+def _reuse(slab: Slab, remove: tuple[Slab, ...], threshold: float) -> MountPlan:
+    measure = plan_release(slab, None, threshold) is Release.MEASURE_FIRST
+    return MountPlan(Action.REUSE, slab, remove=remove, measure=measure)
+
+
 def _others(garbage: Sequence[Slab], keep: Slab) -> tuple[Slab, ...]:
     return tuple(s for s in garbage if s.name != keep.name)
 
 
 class Release(enum.Enum):
-    KEEP = "keep"
-    DELETE = "delete"
+    """What becomes of a slab whose pod is done with it."""
+
+    KEEP = "keep"  # back to the pool: known to be at most the threshold full
+    DELETE = "delete"  # anonymous, or fuller than the threshold
+    # Back to the pool unmeasured (its dir was not mounted: after a reboot, a crash, a pod lost
+    # while the node was down): the mount that next picks it measures it before its pod gets it.
+    MEASURE_FIRST = "measure first"
 
 
 def plan_release(slab: Slab, usage: float | None, threshold: float) -> Release:
     """Keep a graph slab for the next pod unless its filesystem is more than `threshold` full.
 
-    `usage` is None when the slab was not mounted, so nothing could be measured: it goes back
-    to the pool as it is (kubelet only unmounts such dirs after a crash or a reboot).
+    `usage` is what was just measured, or None when the slab could not be (it was not mounted);
+    then the usage recorded in its tags counts, and with none recorded it is measured before it
+    is handed on. The driver's unmount and mount, `gc` and the metrics all decide through here.
     """
     if slab.kind is Kind.ANONYMOUS:
         return Release.DELETE
-    if usage is not None and usage > threshold:
-        return Release.DELETE
-    return Release.KEEP
+    if usage is None:
+        usage = slab.known_usage
+    if usage is None:
+        return Release.MEASURE_FIRST
+    return Release.DELETE if usage > threshold else Release.KEEP
+
+
+class Decision(enum.Enum):
+    """What a call did: `text` is how its log line says it, `label` the metrics' short value."""
+
+    CREATED = ("created new slab", "create")
+    REFORMATTED = ("took over half-made slab", "reformat")
+    REUSED = ("reused warm slab", "reuse")
+    RESUMED = ("resumed own slab", "resume")
+    ALREADY_MOUNTED = ("already mounted", "already_mounted")
+    KEPT = ("kept slab", "keep")
+    KEPT_UNMEASURED = ("kept slab, to be measured before its next pod gets it", "keep")
+    DELETED = ("deleted slab", "delete")
+    DEFERRED = ("removal deferred", "delete")
+    NOTHING = ("nothing to do", "nothing")
+    LEFT_ALONE = ("left alone: mounted elsewhere", "nothing")
+
+    def __new__(cls, text: str, label: str):
+        member = object.__new__(cls)
+        member._value_ = text
+        member.label = label
+        return member
+
+    @property
+    def text(self) -> str:
+        return self.value
 
 
 def usage_fraction(

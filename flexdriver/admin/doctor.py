@@ -80,7 +80,8 @@ def slab_tags(pool: Pool, unreadable: Sequence[str]) -> Check:
 def in_use_unmounted(pool: Pool, facts: Facts) -> Check:
     found = [
         s for s in pool.slabs
-        if s.state is State.USED and state_of(s, facts) == "in use" and s.device not in facts.mounted_devices
+        if s.state in (State.USED, State.CLAIMED) and state_of(s, facts) == "in use"
+        and s.device not in facts.mounted_devices
     ]
     if found:
         listed = "; ".join(f"{s.name} for {s.mount_dir}" for s in found)
@@ -110,7 +111,7 @@ def slab_mounts(pool: Pool, mounts: Sequence[MountEntry]) -> Check:
         slab = by_device.get(entry.device)
         if slab is None:
             continue
-        if slab.state is not State.USED:
+        if slab.state not in (State.USED, State.CLAIMED):  # claimed: being mounted for its pod right now
             wrong.append(f"{slab.name} is mounted on {entry.mount_point} but tagged {slab.state.value}")
         elif slab.mount_dir != entry.mount_point:
             wrong.append(f"{slab.name} is mounted on {entry.mount_point} but recorded for {slab.mount_dir}")

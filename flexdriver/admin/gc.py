@@ -2,8 +2,10 @@
 
 What counts as left over is the driver's own classification (pool.condition over the facts the
 driver gathers), so gc reclaims exactly what the driver's next mount would:
-- a graph slab still tagged used whose mount is gone and whose pod dir kubelet has removed goes
-  back to the pool, tagged as the driver's unmount of its dir would tag it;
+- a graph slab still tagged used (or claimed) whose mount is gone and whose pod dir kubelet has
+  removed goes back to the pool, tagged as the driver's unmount of its dir would tag it: with its
+  measured usage if it has one, else unmeasured, so the mount that next picks it measures it
+  before its pod gets it (pool.plan_release decides, as for the driver);
 - an anonymous slab in that position, a slab half-made by a call that is dead, and a doomed slab
   are deleted.
 Nothing mounted, nothing a live call is formatting, and nothing whose tags it cannot read is
@@ -27,12 +29,16 @@ from .common import BUSY, EXIT_PROBLEMS, confirm, load_config, locked, mib, now,
 @dataclasses.dataclass(frozen=True)
 class Step:
     slab: Slab
-    action: str  # "free": back to the pool; "delete": lvremove
+    release: Release  # DELETE: lvremove; KEEP or MEASURE_FIRST: back to the pool
     why: str
 
     @property
     def key(self):
-        return (self.slab.name, self.action)
+        return (self.slab.name, self.release)
+
+    @property
+    def deletes(self) -> bool:
+        return self.release is Release.DELETE
 
 
 def plan(pool: Pool, facts: Facts, threshold: float) -> List[Step]:
@@ -42,9 +48,11 @@ def plan(pool: Pool, facts: Facts, threshold: float) -> List[Step]:
         if found is Condition.ORPHAN:
             gone = inventory.owner_path(slab.mount_dir or "")
             why = f"in use by {slab.mount_dir}, not mounted, and {gone} is gone"
-            # As the driver's unmount of a dir whose slab is not mounted: nothing to measure.
-            action = "free" if plan_release(slab, None, threshold) is Release.KEEP else "delete"
-            steps.append(Step(slab, action, why))
+            # As the driver's unmount of a dir whose slab is not mounted.
+            release = plan_release(slab, None, threshold)
+            if release is Release.MEASURE_FIRST:
+                why += "; never measured, so measured before its next pod gets it"
+            steps.append(Step(slab, release, why))
         elif found is Condition.GARBAGE:
             if slab.state is State.DOOMED:
                 why = "doomed: over the usage threshold when its pod ended"
@@ -54,17 +62,18 @@ def plan(pool: Pool, facts: Facts, threshold: float) -> List[Step]:
                 why = f"anonymous, its pod is gone ({inventory.owner_path(slab.mount_dir or '')})"
             else:
                 why = "garbage"
-            steps.append(Step(slab, "delete", why))
+            steps.append(Step(slab, Release.DELETE, why))
     return steps
 
 
 def released(slab: Slab, at: int) -> Slab:
-    """The slab as the driver's unmount leaves a kept, unmeasured slab: free since `at`."""
-    return slab._replace(state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=at, usage_permille=None)
+    """The slab as the driver's unmount leaves a slab it could not measure: free since `at`, with
+    the usage it had when it was last measured (a claimed slab never mounted), or none."""
+    return slab._replace(state=State.FREE, mount_dir=None, pod_uid="", creator="", released_at=at)
 
 
 def describe(step: Step) -> str:
-    verb = "free" if step.action == "free" else "delete"
+    verb = "delete" if step.deletes else "free"
     return f"{verb} {step.slab.name} ({mib(step.slab.size_bytes)} {step.slab.fs_type}): {step.why}"
 
 
@@ -72,10 +81,10 @@ def apply(lvm: LVM, steps: Sequence[Step], at: int) -> Tuple[List[str], List[str
     """What was done, one line each, and the slabs LVM could not remove."""
     done = []
     for step in steps:
-        if step.action == "free":
+        if not step.deletes:
             lvm.retag(step.slab.name, add=state_tags(released(step.slab, at)), delete=state_tags(step.slab))
             done.append(f"freed {step.slab.name}: back in the pool")
-    doomed = [s.slab.name for s in steps if s.action == "delete"]
+    doomed = [s.slab.name for s in steps if s.deletes]
     left = set(lvm.remove(doomed))
     done += [f"deleted {name}" for name in doomed if name not in left]
     return done, [name for name in doomed if name in left]

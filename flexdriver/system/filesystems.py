@@ -32,12 +32,16 @@ def make(runner: Runner, fs_type: str, device: str, timeout_s: float = MKFS_TIME
     runner.run(mkfs_argv(fs_type, device), timeout=timeout_s)
 
 
-def measure(mount_point: str, device: tuple[int, int]) -> float:
-    """Usage of the filesystem mounted at `mount_point`, which must be `device` itself.
+def measure(mount_point: str, device: tuple[int, int] | str) -> float:
+    """Usage of the filesystem mounted at `mount_point`, which must be `device` itself (its
+    major:minor, or its device node).
 
     statvfs on a dir that is not (or no longer) the slab's mount point would measure the
     parent filesystem; the device check makes that impossible.
     """
+    if isinstance(device, str):
+        rdev = os.stat(device).st_rdev
+        device = (os.major(rdev), os.minor(rdev))
     st = os.stat(mount_point)
     if (os.major(st.st_dev), os.minor(st.st_dev)) != device:
         raise DriverError(

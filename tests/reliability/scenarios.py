@@ -30,7 +30,7 @@ LEVELS = {
     "short": dict(warm_steps=1, anonymous=False, random_kills=2, tool_faults="short", metadata=False,
                   reboot_loops=2, reboot_pods=2, storm_rounds=1, storm_pods=8, known_bad_every=5,
                   fuzz_examples=8, xfs=False, metadata_slab_mb=1),
-    "full": dict(warm_steps=4, anonymous=True, random_kills=16, tool_faults="full", metadata=True,
+    "full": dict(warm_steps=5, anonymous=True, random_kills=16, tool_faults="full", metadata=True,
                  reboot_loops=8, reboot_pods=4, storm_rounds=4, storm_pods=20, known_bad_every=1,
                  fuzz_examples=120, xfs=True, metadata_slab_mb=1),
 }
@@ -40,10 +40,13 @@ COLD_MOUNT_STEPS = [
     "mount-after-mkfs",
     "mount-after-format-tag", "mount-before-mount", "mount-after-mount",
 ]
-WARM_MOUNT_STEPS = ["mount-after-claim", "mount-after-decision", "mount-before-mount", "mount-after-mount"]
-KEEP_UNMOUNT_STEPS = ["unmount-after-measure", "unmount-after-umount", "unmount-after-keep-tag"]
+WARM_MOUNT_STEPS = [
+    "mount-after-claim", "mount-after-decision", "mount-before-mount", "mount-after-mount", "mount-after-used-tag",
+]
+KEEP_UNMOUNT_STEPS = ["unmount-after-measure", "unmount-before-umount", "unmount-after-umount", "unmount-after-keep-tag"]
 DELETE_UNMOUNT_STEPS = [
-    "unmount-after-measure", "unmount-after-doomed-tag", "unmount-after-umount", "unmount-before-delete",
+    "unmount-after-measure", "unmount-after-doomed-tag", "unmount-before-umount", "unmount-after-umount",
+    "unmount-before-delete",
     "unmount-after-delete",
 ]
 

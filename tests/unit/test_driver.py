@@ -20,7 +20,7 @@ from flexdriver.driver import Driver
 from flexdriver.errors import BadRequest, CommandFailed, DeviceRefused, DriverError, PoolExhausted
 from flexdriver.journal import CallRecord
 from flexdriver.options import GRAPH, MountRequest
-from flexdriver.pool import MIB, Kind, Slab, State, all_tags, encode_dir
+from flexdriver.pool import MIB, Decision, Kind, Slab, State, all_tags, encode_dir
 from flexdriver.system import filesystems
 from flexdriver.system.lvm import dm_path
 from flexdriver.system.mounts import MountEntry
@@ -177,9 +177,16 @@ def request_for(mount_dir: str, uid: str = UID, size_mb: int = 1024, fs_type: st
     return MountRequest(mount_dir=mount_dir, volume_type=GRAPH, size_mb=size_mb, fs_type=fs_type, read_only=False, pod_uid=uid)
 
 
-def seeded(name: str, state: State, minor: int, mount_dir=None, uid: str = "", released_at: int = 0) -> Slab:
+MEASURED = object()
+
+
+def seeded(name: str, state: State, minor: int, mount_dir=None, uid: str = "", released_at: int = 0,
+           usage_permille=MEASURED) -> Slab:
+    """A slab as the driver leaves it; a free one was measured (30% full) when its pod ended."""
+    if usage_permille is MEASURED:
+        usage_permille = 300 if state is State.FREE else None
     return Slab(name, 1024 * MIB, 1024, "ext4", Kind.GRAPH, state, mount_dir=mount_dir, pod_uid=uid,
-                released_at=released_at, device=(253, 100 + minor), active=True)
+                released_at=released_at, device=(253, 100 + minor), active=True, usage_permille=usage_permille)
 
 
 def addtags(tags) -> list:
@@ -215,7 +222,7 @@ def test_cold_mount_creates_then_formats_then_tags_used_then_mounts(tmp_path, no
     assert node.waited == [device]  # its device node, before mkfs touches it
     assert node.volumes[name]["tags"] == creating - {"ax.state=creating", f"ax.creator={driver.me}"} | {"ax.state=used"}
     assert message == f"mounted slab {name} (created new slab) on {path}"
-    assert driver.record.fields["decision"] == "created new slab"
+    assert driver.record.fields["decision"] == Decision.CREATED
 
 
 def test_decisions_are_made_under_the_lock_and_slow_work_outside_it(tmp_path, node):
@@ -232,13 +239,18 @@ def test_mount_reuses_the_warmest_free_slab_without_mkfs(tmp_path, node):
     path = pod_volume_dir(tmp_path)
     message = make_driver(tmp_path, node).mount(request_for(path))
 
-    assert node.programs() == ["lvs", "lvchange", "mount"]
+    # Claimed for the dir (its measured usage kept until it is mounted), mounted, then the pod's.
+    assert node.programs() == ["lvs", "lvchange", "mount", "lvchange"]
     assert node.calls[1] == [
         "lvchange", "--deltag", "ax.released=200", "--deltag", "ax.state=free",
-        "--addtag", f"ax.dir={encode_dir(path)}", "--addtag", f"ax.pod={UID}", "--addtag", "ax.state=used",
+        "--addtag", f"ax.dir={encode_dir(path)}", "--addtag", f"ax.pod={UID}", "--addtag", "ax.state=claimed",
         f"{VG}/slab-warm",
     ]
     assert node.calls[2][-2:] == [dm_path(VG, "slab-warm"), path]
+    assert node.calls[3] == [
+        "lvchange", "--deltag", "ax.state=claimed", "--deltag", "ax.usage=300", "--addtag", "ax.state=used",
+        f"{VG}/slab-warm",
+    ]
     assert message == f"mounted slab slab-warm (reused warm slab) on {path}"
 
 
@@ -250,7 +262,7 @@ def test_a_warm_slab_with_a_bad_superblock_is_deleted_and_the_next_one_used(tmp_
     driver = make_driver(tmp_path, node)
     message = driver.mount(request_for(path))
 
-    assert node.programs() == ["lvs", "lvchange", "lvchange", "lvremove", "lvs", "lvchange", "mount"]
+    assert node.programs() == ["lvs", "lvchange", "lvchange", "lvremove", "lvs", "lvchange", "mount", "lvchange"]
     assert node.calls[3] == ["lvremove", "--yes", f"{VG}/slab-warm"]
     assert set(node.volumes) == {"slab-cold"}
     assert message == f"mounted slab slab-cold (reused warm slab) on {path}"
@@ -360,7 +372,7 @@ def test_a_garbage_slab_that_cannot_be_removed_does_not_fail_a_warm_mount(tmp_pa
     path = pod_volume_dir(tmp_path)
     driver = make_driver(tmp_path, node)
     driver.mount(request_for(path))
-    assert driver.record.fields["decision"] == "reused warm slab"
+    assert driver.record.fields["decision"] is Decision.REUSED
     assert driver.record.fields["unremovable"] == ["slab-doomed"] and driver.record.fields.get("reclaimed") is None
     assert "ax.state=doomed" in node.volumes["slab-doomed"]["tags"]  # left for a later call
     node.busy.clear()
@@ -395,10 +407,11 @@ def test_unmount_above_threshold_dooms_then_unmounts_then_removes(tmp_path, node
         ["lvremove", "--yes", f"{VG}/slab-1"],
     ]
     assert node.programs()[0] == "lvs"
-    assert node.locked == [True, True, True, True]
+    # The decision (the doomed tag) under the node lock; the slow umount and lvremove outside it.
+    assert node.locked == [True, True, False, False]
     assert node.volumes == {} and node.mounts == []
     assert message == f"unmounted {path}; deleted slab slab-1"
-    assert (driver.record.fields["usage"], driver.record.fields["decision"]) == (0.9, "deleted slab")
+    assert (driver.record.fields["usage"], driver.record.fields["decision"]) == (0.9, Decision.DELETED)
 
 
 def test_an_unmount_whose_slab_is_busy_elsewhere_succeeds_and_leaves_it_doomed(tmp_path, node):
@@ -411,7 +424,7 @@ def test_an_unmount_whose_slab_is_busy_elsewhere_succeeds_and_leaves_it_doomed(t
     message = driver.unmount(path)
     assert "could not be removed yet" in message and node.mounts == []
     assert "ax.state=doomed" in node.volumes["slab-1"]["tags"]
-    assert (driver.record.fields["decision"], driver.record.fields["unremovable"]) == ("removal deferred", ["slab-1"])
+    assert (driver.record.fields["decision"], driver.record.fields["unremovable"]) == (Decision.DEFERRED, ["slab-1"])
 
 
 def test_unmount_at_or_below_threshold_keeps_the_slab_for_the_next_pod(tmp_path, node):
@@ -449,6 +462,91 @@ def test_a_kept_slab_is_reused_by_the_next_pod(tmp_path, node):
     message = make_driver(tmp_path, node).mount(request_for(second, uid=OTHER_UID))
 
     (name,) = node.volumes
-    assert node.programs() == ["lvs", "lvchange", "mount"]
+    assert node.programs() == ["lvs", "lvchange", "mount", "lvchange"]
     assert message == f"mounted slab {name} (reused warm slab) on {second}"
     assert node.mounts == [MountEntry(second, node.volumes[name]["device"], "ext4", dm_path(VG, name))]
+
+
+# ---- slabs nobody measured, slabs claimed but never mounted, slow steps outside the lock ------
+
+
+def test_a_warm_slab_nobody_measured_is_measured_once_mounted_and_replaced_if_too_full(tmp_path, node):
+    node.add(seeded("slab-unmeasured", State.FREE, 1, released_at=200, usage_permille=None))
+    node.usage = 0.9  # a reboot left it 90% full, unmeasured
+    path = pod_volume_dir(tmp_path)
+    driver = make_driver(tmp_path, node)
+    message = driver.mount(request_for(path))
+
+    assert "slab-unmeasured" not in node.volumes  # mounted, measured, unmounted and deleted
+    assert node.programs()[:5] == ["lvs", "lvchange", "mount", "umount", "lvchange"]
+    assert "created new slab" in message
+    assert driver.record.fields["discarded_warm"] == [
+        "slab-unmeasured: nobody had measured it and it is 90% full, over the usage threshold"
+    ]
+
+
+def test_a_warm_slab_nobody_measured_under_the_threshold_is_handed_on(tmp_path, node):
+    node.add(seeded("slab-unmeasured", State.FREE, 1, released_at=200, usage_permille=None))
+    node.usage = 0.2
+    path = pod_volume_dir(tmp_path)
+    driver = make_driver(tmp_path, node)
+    assert "reused warm slab" in driver.mount(request_for(path))
+    assert driver.record.fields["measured_before_use"] is True
+    assert "ax.state=used" in node.volumes["slab-unmeasured"]["tags"]
+
+
+def test_a_claimed_slab_never_mounted_is_checked_again_and_replaced_when_it_fails(tmp_path, node):
+    # A try claimed the warm slab for this dir and died before mounting it; the slab is bad.
+    path = pod_volume_dir(tmp_path)
+    claimed = seeded("slab-claimed", State.CLAIMED, 1, mount_dir=path, uid=UID, usage_permille=100)
+    node.add(claimed)
+    node.broken_superblocks.add(dm_path(VG, "slab-claimed"))
+    driver = make_driver(tmp_path, node)
+    message = driver.mount(request_for(path))
+    assert "slab-claimed" not in node.volumes and "created new slab" in message
+    assert driver.record.fields["discarded_warm"] == ["slab-claimed: simulated bad superblock"]
+
+
+def test_a_claimed_slab_never_mounted_is_mounted_without_claiming_it_again(tmp_path, node):
+    path = pod_volume_dir(tmp_path)
+    node.add(seeded("slab-claimed", State.CLAIMED, 1, mount_dir=path, uid=UID, usage_permille=100))
+    message = make_driver(tmp_path, node).mount(request_for(path))
+    assert node.programs() == ["lvs", "mount", "lvchange"]
+    assert "ax.state=used" in node.volumes["slab-claimed"]["tags"] and message.endswith(f"(reused warm slab) on {path}")
+
+
+def test_a_claimed_slab_found_mounted_is_finished_by_the_retry(tmp_path, node):
+    # The try that mounted it died before tagging it the pod's.
+    path = pod_volume_dir(tmp_path)
+    node.add(seeded("slab-claimed", State.CLAIMED, 1, mount_dir=path, uid=UID, usage_permille=100))
+    node.mount_slab("slab-claimed", path)
+    make_driver(tmp_path, node).mount(request_for(path))
+    assert node.programs() == ["lvs", "lvchange"]
+    assert "ax.state=used" in node.volumes["slab-claimed"]["tags"]
+
+
+def test_unmount_of_a_dir_that_is_not_mounted_keeps_its_slab_unmeasured(tmp_path, node):
+    path = pod_volume_dir(tmp_path)
+    node.add(seeded("slab-1", State.USED, 1, mount_dir=path, uid=UID))
+    driver = make_driver(tmp_path, node, verb="unmount")
+    message = driver.unmount(path)
+    tags = node.volumes["slab-1"]["tags"]
+    assert "ax.state=free" in tags and not any(t.startswith("ax.usage=") for t in tags)
+    assert driver.record.fields["decision"] is Decision.KEPT_UNMEASURED and "measures it first" in message
+
+
+def test_unmount_of_a_claimed_slab_never_mounted_keeps_its_measured_usage(tmp_path, node):
+    path = pod_volume_dir(tmp_path)
+    node.add(seeded("slab-1", State.CLAIMED, 1, mount_dir=path, uid=UID, usage_permille=100))
+    make_driver(tmp_path, node, verb="unmount").unmount(path)
+    assert {"ax.state=free", "ax.usage=100"} <= node.volumes["slab-1"]["tags"]
+
+
+def test_unmount_keeps_the_node_lock_only_for_the_decision(tmp_path, node):
+    path = pod_volume_dir(tmp_path)
+    node.add(seeded("slab-1", State.USED, 1, mount_dir=path, uid=UID))
+    node.mount_slab("slab-1", path)
+    node.usage = 0.1
+    make_driver(tmp_path, node, verb="unmount").unmount(path)
+    assert node.programs() == ["lvs", "umount", "lvchange"]
+    assert node.locked == [True, False, False]

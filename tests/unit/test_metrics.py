@@ -11,7 +11,7 @@ import pytest
 
 from flexdriver import metrics
 from flexdriver.config import Config
-from flexdriver.pool import MIB, Kind, Pool, Slab, State
+from flexdriver.pool import MIB, Decision, Kind, Pool, Release, Slab, State
 
 EXTENT = 4 * MIB
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,11 +34,11 @@ def gauge(gauges, name, **labels):
 
 
 def test_a_warm_mount_is_a_cache_hit():
-    found = counted({"verb": "mount", "type": "graph", "decision": "reused warm slab", "slab": "s"})
+    found = counted({"verb": "mount", "type": "graph", "decision": Decision.REUSED, "slab": "s"})
     assert found == {("calls_total", (("outcome", "success"), ("verb", "mount"))): 1, ("cache_hits_total", ()): 1}
 
 
-@pytest.mark.parametrize("decision", ["created new slab", "took over half-made slab"])
+@pytest.mark.parametrize("decision", [Decision.CREATED, Decision.REFORMATTED])
 def test_a_cold_mount_is_a_cache_miss_and_evictions_and_reclaims_are_counted(decision):
     found = counted({"verb": "mount", "type": "graph", "decision": decision, "evicted": ["a", "b"], "reclaimed": ["c"]})
     assert found[("cache_misses_total", ())] == 1
@@ -46,31 +46,33 @@ def test_a_cold_mount_is_a_cache_miss_and_evictions_and_reclaims_are_counted(dec
     assert ("cache_hits_total", ()) not in found
 
 
-@pytest.mark.parametrize("decision", ["resumed own slab", "already mounted"])
+@pytest.mark.parametrize("decision", [Decision.RESUMED, Decision.ALREADY_MOUNTED])
 def test_a_pods_own_slab_again_is_neither_hit_nor_miss(decision):
     found = counted({"verb": "mount", "type": "graph", "decision": decision})
     assert set(found) == {("calls_total", (("outcome", "success"), ("verb", "mount")))}
 
 
 def test_slabs_lvm_could_not_remove_are_counted_and_not_taken_for_removed():
-    found = counted({"verb": "mount", "type": "graph", "decision": "reused warm slab", "unremovable": ["a", "b"]})
+    found = counted({"verb": "mount", "type": "graph", "decision": Decision.REUSED, "unremovable": ["a", "b"]})
     assert found[("removals_deferred_total", ())] == 2
-    found = counted({"verb": "unmount", "type": "graph", "decision": "removal deferred", "unremovable": ["s"], "usage": 0.9})
+    found = counted({"verb": "unmount", "type": "graph", "decision": Decision.DEFERRED, "unremovable": ["s"], "usage": 0.9})
     assert found[("removals_deferred_total", ())] == 1 and ("deletions_over_threshold_total", ()) not in found
 
 
 def test_anonymous_volumes_are_not_cache_traffic():
-    found = counted({"verb": "mount", "type": "anonymous", "decision": "created new slab"})
+    found = counted({"verb": "mount", "type": "anonymous", "decision": Decision.CREATED})
     assert ("cache_misses_total", ()) not in found
-    found = counted({"verb": "unmount", "type": "anonymous", "decision": "deleted slab", "usage": 0.9})
+    found = counted({"verb": "unmount", "type": "anonymous", "decision": Decision.DELETED, "usage": 0.9})
     assert ("deletions_over_threshold_total", ()) not in found
 
 
 def test_deletion_by_the_usage_rule_is_counted_against_the_configured_threshold():
-    fields = {"verb": "unmount", "type": "graph", "decision": "deleted slab", "usage": 0.7}
+    fields = {"verb": "unmount", "type": "graph", "decision": Decision.DELETED, "usage": 0.7, "release": Release.DELETE}
     assert counted(fields, threshold=0.5)[("deletions_over_threshold_total", ())] == 1
     assert ("deletions_over_threshold_total", ()) not in counted(fields, threshold=0.8)
     assert ("deletions_over_threshold_total", ()) not in counted({**fields, "usage": None})
+    # The release planner's decision is what counts: a doomed slab deleted on a retry was not.
+    assert ("deletions_over_threshold_total", ()) not in counted({**fields, "release": None})
 
 
 def test_failures_by_verb_and_reason():
@@ -81,7 +83,7 @@ def test_failures_by_verb_and_reason():
 
 def test_gauges_after_a_cold_mount_that_evicted():
     before = pool(slab("old", State.FREE), slab("busy", State.USED), free_mb=0)
-    fields = {"verb": "mount", "decision": "created new slab", "slab": "new", "size_mb": 1022, "fs": "xfs", "evicted": ["old"]}
+    fields = {"verb": "mount", "decision": Decision.CREATED, "slab": "new", "size_mb": 1022, "fs": "xfs", "evicted": ["old"]}
     gauges = metrics.gauges_after(before, fields)
     assert gauge(gauges, "slabs", state="used", fs="xfs", size_mb="1022") == 1
     assert gauge(gauges, "slabs", state="used", fs="ext4", size_mb="1024") == 1
@@ -92,11 +94,11 @@ def test_gauges_after_a_cold_mount_that_evicted():
 
 def test_gauges_after_reuse_keep_and_delete():
     before = pool(slab("warm", State.FREE), slab("mine", State.USED))
-    reused = metrics.gauges_after(before, {"decision": "reused warm slab", "slab": "warm"})
+    reused = metrics.gauges_after(before, {"decision": Decision.REUSED, "slab": "warm"})
     assert gauge(reused, "slabs", state="used", fs="ext4", size_mb="1024") == 2
-    kept = metrics.gauges_after(before, {"decision": "kept slab", "slab": "mine"})
+    kept = metrics.gauges_after(before, {"decision": Decision.KEPT, "slab": "mine"})
     assert gauge(kept, "slabs", state="free", fs="ext4", size_mb="1024") == 2
-    deleted = metrics.gauges_after(before, {"decision": "deleted slab", "slab": "mine"})
+    deleted = metrics.gauges_after(before, {"decision": Decision.DELETED, "slab": "mine"})
     assert gauge(deleted, "slab_bytes", state="used") == 0
     assert gauge(deleted, "volume_group_free_bytes") == 2024 * MIB
 
@@ -104,7 +106,7 @@ def test_gauges_after_reuse_keep_and_delete():
 def test_histogram_buckets_are_cumulative():
     state = {}
     for seconds in (0.04, 0.3, 7.0, 400.0):
-        state = metrics.add(state, {"verb": "mount", "decision": "created new slab"}, "Success", seconds, 0.5, None, 1.0)
+        state = metrics.add(state, {"verb": "mount", "decision": Decision.CREATED}, "Success", seconds, 0.5, None, 1.0)
     (histogram,) = state["histograms"].values()
     by_bound = dict(zip(metrics.BUCKETS, histogram["buckets"]))
     assert (by_bound[0.05], by_bound[0.5], by_bound[10.0], by_bound[300.0]) == (1, 2, 3, 3)
@@ -112,9 +114,9 @@ def test_histogram_buckets_are_cumulative():
 
 
 def test_an_older_snapshot_never_replaces_a_newer_picture_of_the_pool():
-    newer = metrics.add({}, {"verb": "mount", "decision": "kept slab", "slab": "x"}, "Success", 1, 0.5,
+    newer = metrics.add({}, {"verb": "mount", "decision": Decision.KEPT, "slab": "x"}, "Success", 1, 0.5,
                         pool(slab("x", State.USED)), now=20.0, snapshot_at=10.0)
-    late = metrics.add(newer, {"verb": "mount", "decision": "reused warm slab", "slab": "y"}, "Success", 1, 0.5,
+    late = metrics.add(newer, {"verb": "mount", "decision": Decision.REUSED, "slab": "y"}, "Success", 1, 0.5,
                        pool(slab("y", State.FREE), free_mb=5), now=21.0, snapshot_at=9.0)
     assert late["gauges"] == newer["gauges"]
     assert sum(late["counters"].values()) == 3  # but its counts are in
@@ -123,10 +125,11 @@ def test_an_older_snapshot_never_replaces_a_newer_picture_of_the_pool():
 def rendered_sample_state():
     state = {}
     calls = [
-        ({"verb": "mount", "type": "graph", "decision": "created new slab", "slab": "n", "size_mb": 512, "fs": "ext4"},
+        ({"verb": "mount", "type": "graph", "decision": Decision.CREATED, "slab": "n", "size_mb": 512, "fs": "ext4"},
          "Success"),
-        ({"verb": "mount", "type": "graph", "decision": "reused warm slab", "slab": "w"}, "Success"),
-        ({"verb": "unmount", "type": "graph", "decision": "deleted slab", "slab": "w", "usage": 0.8}, "Success"),
+        ({"verb": "mount", "type": "graph", "decision": Decision.REUSED, "slab": "w"}, "Success"),
+        ({"verb": "unmount", "type": "graph", "decision": Decision.DELETED, "slab": "w", "usage": 0.8,
+          "release": Release.DELETE}, "Success"),
         ({"verb": "mount", "reason": "bad_request"}, "Failure"),
     ]
     for fields, outcome in calls:
@@ -168,9 +171,10 @@ COUNTER = """
 import sys
 from flexdriver import metrics
 from flexdriver.config import Config
+from flexdriver.pool import Decision
 config = Config(metrics_dir=sys.argv[1], run_dir=sys.argv[2])
 for _ in range(int(sys.argv[3])):
-    metrics.record_call(config, {"verb": "mount", "type": "graph", "decision": "reused warm slab"}, "Success", 0.2)
+    metrics.record_call(config, {"verb": "mount", "type": "graph", "decision": Decision.REUSED}, "Success", 0.2)
 """
 
 
@@ -193,5 +197,5 @@ def test_a_damaged_state_file_starts_the_counts_again(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.json").write_text('{"counters": {"tru')
     config = Config(metrics_dir=str(tmp_path / "textfile"), run_dir=str(tmp_path / "run"))
-    assert metrics.record_call(config, {"verb": "unmount", "decision": "kept slab"}, "Success", 0.1)
+    assert metrics.record_call(config, {"verb": "unmount", "decision": Decision.KEPT}, "Success", 0.1)
     assert 'calls_total{outcome="success",verb="unmount"} 1' in (tmp_path / "textfile" / "ax_vol_plugin.prom").read_text()

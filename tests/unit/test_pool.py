@@ -53,6 +53,7 @@ def slab(
     creator: str = "",
     released_at: int = 0,
     mounted: bool = False,
+    usage_permille: int | None = None,
 ) -> Slab:
     """A slab with its own device number; `mounted` only matters through Facts (see facts())."""
     return Slab(
@@ -67,6 +68,7 @@ def slab(
         released_at=released_at,
         device=(253, next(_devices)),
         active=True,
+        usage_permille=usage_permille,
     )
 
 
@@ -207,6 +209,7 @@ def expected_condition(state: State, kind: Kind, mounted: bool, creator_alive: b
         State.DOOMED: Condition.GARBAGE,
         State.CREATING: Condition.BUSY if creator_alive else Condition.GARBAGE,
         State.USED: (Condition.GARBAGE if kind is Kind.ANONYMOUS else Condition.ORPHAN) if owner_gone else Condition.IN_USE,
+        State.CLAIMED: (Condition.GARBAGE if kind is Kind.ANONYMOUS else Condition.ORPHAN) if owner_gone else Condition.IN_USE,
     }[state]
 
 
@@ -510,7 +513,7 @@ def test_rounded_size_is_the_smallest_whole_number_of_extents_that_fits(size_mb,
         (Kind.GRAPH, 1.0, Release.DELETE),
         (Kind.GRAPH, 0.5, Release.KEEP),
         (Kind.GRAPH, 0.0, Release.KEEP),
-        (Kind.GRAPH, None, Release.KEEP),
+        (Kind.GRAPH, None, Release.MEASURE_FIRST),
     ],
 )
 def test_plan_release(kind, usage, expected):
@@ -581,3 +584,40 @@ def test_usage_at_release_is_kept_in_a_free_slab_tag():
     assert "ax.usage=231" in all_tags(kept)
     assert slab_from_tags("s", kept.size_bytes, all_tags(kept)).usage_permille == 231
     assert slab_from_tags("s", kept.size_bytes, all_tags(kept) - {"ax.usage=231"}).usage_permille is None
+
+
+# ---- measured before it is handed on (#14 item 5) and claimed-but-never-mounted (item 7) ----
+
+
+def test_a_warm_slab_nobody_measured_is_measured_before_its_pod_gets_it():
+    unmeasured = free("unmeasured", 300)
+    plan = plan_mount(make_pool(unmeasured, free("measured", 100, usage_permille=200)), want(), facts())
+    assert (plan.action, plan.slab.name, plan.measure) == (Action.REUSE, "unmeasured", True)
+    plan = plan_mount(make_pool(free("measured", 100, usage_permille=200)), want(), facts())
+    assert (plan.slab.name, plan.measure) == ("measured", False)
+
+
+def test_an_orphan_is_measured_before_it_is_handed_on():
+    orphan = used("orphan", GONE_DIR)
+    plan = plan_mount(make_pool(orphan), want(), facts())
+    assert (plan.action, plan.slab.name, plan.measure) == (Action.REUSE, "orphan", True)
+
+
+def test_a_slab_known_to_be_over_the_threshold_is_never_handed_on():
+    # Measured at 40% when the threshold was higher; the node now keeps slabs up to 30%.
+    plan = plan_mount(make_pool(free("full", 100, usage_permille=400), vg_free_mb=2048), want(), facts(), threshold=0.3)
+    assert plan.action is Action.CREATE
+
+
+def test_a_dirs_claimed_slab_is_taken_up_again_as_a_reuse_checked_and_replaceable():
+    claimed = slab("claimed", State.CLAIMED, mount_dir=MY_DIR, usage_permille=100)
+    plan = plan_mount(make_pool(claimed, free("other", 500, usage_permille=100)), want(), facts())
+    assert (plan.action, plan.slab.name, plan.measure) == (Action.REUSE, "claimed", False)
+
+
+def test_release_uses_the_usage_in_the_tags_when_nothing_could_be_measured():
+    claimed = slab("c", State.CLAIMED, mount_dir=MY_DIR, usage_permille=600)
+    assert plan_release(claimed, None, 0.5) is Release.DELETE
+    assert plan_release(claimed._replace(usage_permille=200), None, 0.5) is Release.KEEP
+    assert plan_release(claimed._replace(usage_permille=None), None, 0.5) is Release.MEASURE_FIRST
+    assert plan_release(claimed._replace(usage_permille=None), 0.2, 0.5) is Release.KEEP

@@ -39,7 +39,8 @@ def test_dry_run_lists_what_it_would_do_and_changes_nothing(node, invoke, kubele
         ["would", "free"], ["would", "delete"], ["would", "delete"], ["would", "delete"],
     ]
     assert [line.split()[2] for line in lines] == ["slab-orphan", "slab-anon", "slab-half", "slab-doomed"]
-    assert lines[0].endswith(f"in use by {orphan_dir}, not mounted, and {orphan_dir.rsplit('/volumes/', 1)[0]} is gone")
+    assert lines[0].endswith(f"in use by {orphan_dir}, not mounted, and {orphan_dir.rsplit('/volumes/', 1)[0]} is gone"
+                             "; never measured, so measured before its next pod gets it")
     assert "half-made by a call that is no longer alive" in lines[2] and "doomed" in lines[3]
     assert node.programs() == ["lvs"]
     assert {name: v["tags"] for name, v in node.volumes.items()} == before
