@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from .options import pod_dir_of
-from .pool import SLAB_TAG, Facts, Pool, State, slab_from_tags
+from .pool import SLAB_TAG, Facts, Pool, State, metadata_headroom, slab_from_tags
 from .record import record
 from .system import host
 from .system.lvm import LVM, VolumeGroupReport
@@ -60,6 +60,7 @@ def pool_from_report(report: VolumeGroupReport) -> tuple[Pool, tuple[str, ...]]:
         vg_free_bytes=report.free_bytes,
         extent_bytes=report.extent_bytes,
         slabs=tuple(slabs),
+        metadata_headroom_bytes=metadata_headroom(report.metadata_free_bytes, report.metadata_size_bytes),
     )
     return pool, tuple(unreadable)
 

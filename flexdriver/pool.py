@@ -195,6 +195,32 @@ class Pool:
     vg_free_bytes: int
     extent_bytes: int
     slabs: tuple[Slab, ...]
+    # How much LVM's metadata text may still grow before every change to the volume group
+    # fails (see metadata_headroom); None when LVM did not say.
+    metadata_headroom_bytes: int | None = None
+
+
+# LVM keeps its metadata as text in a circular area on each PV, and writes a change as a new whole
+# copy beside the old one: one copy may take at most half the area, less its 512-byte header
+# and a sector of alignment. `vgs` reports as free what the current copy leaves of the area.
+MDA_HEADER_BYTES = 512
+
+
+def metadata_headroom(mda_free: int | None, mda_size: int | None) -> int | None:
+    """Bytes the metadata text can still grow by, from LVM's vg_mda_free and vg_mda_size."""
+    if mda_free is None or not mda_size:
+        return None
+    in_use = mda_size - MDA_HEADER_BYTES - mda_free
+    largest_copy = (mda_size - MDA_HEADER_BYTES) // 2 - 512
+    return largest_copy - in_use
+
+
+# A slab's share of the metadata text: its LV section with a segment and its tags (about 1.3 KB
+# measured, with a long kubelet mount dir in base64), rounded up. A new slab is made only while
+# the text has room for it and for every free slab to be claimed (a claim adds the dir and pod
+# tags, ~300 bytes): a full area would fail every lvcreate and every claim on the node.
+METADATA_PER_SLAB = 2048
+METADATA_PER_CLAIM = 384
 
 
 @record
@@ -282,12 +308,21 @@ def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0, thres
             return _reuse(warmest, tuple(garbage), threshold)
 
     available = pool.vg_free_bytes + sum(s.size_bytes for s in garbage)
+    metadata_short = _metadata_short(pool, removed=len(garbage), evicted=0)
     evicted: list[Slab] = []
     for slab in sorted(reusable, key=lambda s: (s.released_at, s.name)):  # least recently used first
-        if available >= size_bytes:
+        if available >= size_bytes and not metadata_short:
             break
         evicted.append(slab)
         available += slab.size_bytes
+        metadata_short = _metadata_short(pool, removed=len(garbage) + len(evicted), evicted=len(evicted))
+    if metadata_short:
+        raise PoolExhausted(
+            f"no new slab in volume group {pool.volume_group}: its LVM metadata area is nearly full "
+            f"({max(pool.metadata_headroom_bytes, 0) // 1024} KiB left for {len(pool.slabs)} slabs) and no free slab "
+            "is left to evict; nothing was created or evicted (kubelet will retry; warm slabs of the size "
+            "asked for are still handed out)"
+        )
     if available < size_bytes:
         held = sum(s.size_bytes for s in evicted)
         raise PoolExhausted(
@@ -297,6 +332,16 @@ def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0, thres
             f"nothing else can be reclaimed now, so nothing was evicted (kubelet will retry)"
         )
     return MountPlan(Action.CREATE, remove=tuple(garbage) + tuple(evicted), evicted=tuple(evicted), size_bytes=size_bytes)
+
+
+def _metadata_short(pool: Pool, removed: int, evicted: int) -> bool:
+    """Whether one more slab would leave LVM's metadata too little room once `removed` slabs
+    (`evicted` of them warm) are gone; each removal is counted as giving back half a slab's share."""
+    if pool.metadata_headroom_bytes is None:
+        return False
+    claimable = max(sum(1 for s in pool.slabs if s.state is State.FREE) - evicted, 0)
+    needed = METADATA_PER_SLAB + METADATA_PER_CLAIM * claimable
+    return pool.metadata_headroom_bytes + removed * (METADATA_PER_SLAB // 2) < needed
 
 
 def fits_after_removal(pool: Pool, plan: MountPlan, left: Sequence[Slab]) -> bool:

@@ -18,7 +18,7 @@ from .. import config as config_module
 from .. import inventory
 from ..checks import Check
 from ..errors import DriverError
-from ..pool import Facts, Pool, State
+from ..pool import MDA_HEADER_BYTES, Facts, Pool, State, metadata_headroom
 from ..system import lvm as lvm_module
 from ..system.lvm import LVM
 from ..system.mounts import MountEntry
@@ -125,8 +125,8 @@ def slab_mounts(pool: Pool, mounts: Sequence[MountEntry]) -> Check:
     return Check("slab mounts", True, f"{mounted} mounted, each on its own dir")
 
 
-# Below this fraction of the metadata area free, a burst of new slabs could fill it, and then
-# every lvcreate and lvchange in the volume group fails.
+# Below this fraction of the room LVM's metadata text may take, a burst of new slabs could fill
+# it (the driver then refuses new slabs; past it every lvcreate and lvchange would fail).
 METADATA_LOW = 0.125
 
 
@@ -137,8 +137,12 @@ def metadata_space(pool: Pool, free_bytes: Optional[int], size_bytes: Optional[i
             name, False, f"vgs does not report the metadata area of {pool.volume_group}",
             "see vgs -o vg_mda_free,vg_mda_size",
         )
-    detail = f"{free_bytes // 1024} KiB of {size_bytes // 1024} KiB free, {len(pool.slabs)} slab(s)"
-    if free_bytes < size_bytes * METADATA_LOW:
+    # LVM writes each change as a new copy beside the old one: the text may fill half the area.
+    room = metadata_headroom(free_bytes, size_bytes) or 0
+    largest = metadata_headroom(size_bytes - MDA_HEADER_BYTES, size_bytes) or 1
+    detail = (f"{max(room, 0) // 1024} KiB of {largest // 1024} KiB left for the metadata text "
+              f"({size_bytes // 1024} KiB area), {len(pool.slabs)} slab(s)")
+    if room < largest * METADATA_LOW:
         return Check(
             name, False, f"low: {detail}",
             "evict free slabs (ax-vol-plugin evict); for more room, drain the node, vgremove the volume group "

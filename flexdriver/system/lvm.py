@@ -18,7 +18,9 @@ from .runner import Runner
 
 REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
 LV_FIELDS = "lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor"
-VG_FIELDS = "vg_name,vg_size,vg_free,vg_extent_size"
+# vg_mda_*: the metadata area, which every new slab's LV section and every tag change is written
+# to; the pool refuses new slabs before it fills (pool.metadata_headroom).
+VG_FIELDS = "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size"
 LVM_TIMEOUT_S = 120.0
 # The same report in the shell, where --reportformat is the shell's, not the command's: plain
 # rows, fields in LV_FIELDS order after VG_FIELDS, joined by a character LVM allows in no name or tag.
@@ -42,6 +44,8 @@ class VolumeGroupReport:
     free_bytes: int
     extent_bytes: int
     volumes: tuple[LogicalVolume, ...]
+    metadata_free_bytes: int | None = None  # of the smallest metadata area; None if not reported
+    metadata_size_bytes: int | None = None
 
 
 def dm_path(volume_group: str, name: str) -> str:
@@ -250,7 +254,13 @@ def _volume_group(vg_row: dict[str, str], rows: list[dict[str, str]]) -> VolumeG
         free_bytes=int(vg_row["vg_free"]),
         extent_bytes=int(vg_row["vg_extent_size"]),
         volumes=tuple(_volume(row) for row in rows),
+        metadata_free_bytes=_optional_int(vg_row.get("vg_mda_free")),
+        metadata_size_bytes=_optional_int(vg_row.get("vg_mda_size")),
     )
+
+
+def _optional_int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def _volume(row: dict[str, str]) -> LogicalVolume:

@@ -133,3 +133,46 @@ def test_a_pod_asking_for_more_than_max_size_mb_creates_and_evicts_nothing(kubel
     assert reply.status == "Failure" and "nothing was created or evicted" in reply.message
     assert (slabs(), node.volume_group_free_bytes()) == before
     assert kubelet.mount(Pod(size_mb=512)).ok  # at the cap: fine
+
+
+def small_metadata_area_on_spare():
+    """A volume group whose metadata area holds about ten slabs: LVM's smallest (32 KiB, kept
+    small by a small data alignment), 1 MiB extents so that extents outlast metadata."""
+    node.run("pvcreate", "--yes", "--metadatasize", "32k", "--dataalignment", "16k", SPARE)
+    node.run("vgcreate", "--yes", "--physicalextentsize", "1m", node.VOLUME_GROUP, SPARE)
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write(f"[vol_plugin]\ndevice = {SPARE}\n")
+
+
+def test_new_slabs_are_refused_before_the_metadata_area_fills_and_every_slab_stays_usable(kubelet):
+    small_metadata_area_on_spare()
+    pods = []
+    for _ in range(40):
+        pod = Pod(size_mb=1)
+        reply = kubelet.mount(pod)
+        if not reply.ok:
+            break
+        pods.append(pod)
+    else:
+        raise AssertionError("40 slabs fitted: the metadata area never came near full")
+    assert "LVM metadata area is nearly full" in reply.message, reply.message  # the driver's, not LVM's
+    assert len(pods) >= 3
+    failures = [line for line in node.log_lines() if line["outcome"] != "Success"]
+    assert len(failures) == 1  # no lvcreate or lvchange ever failed on a full area
+    # Every slab can still change hands: each pod's unmount retags its slab, then another pod
+    # of the same size takes each one warm.
+    for pod in pods:
+        assert kubelet.unmount(pod).ok
+    again = [Pod(size_mb=1) for _ in pods]
+    for pod in again:
+        reply = kubelet.mount(pod)
+        assert reply.ok and node.log_lines()[-1]["decision"] == "reused warm slab", reply.message
+    for pod in again:
+        assert kubelet.unmount(pod).ok
+    # A size nobody has: the least recently used free slabs are evicted to make metadata room.
+    oldest = min(slabs().values(), key=lambda s: (int(s.tags["ax.released"]), s.name)).name
+    other = Pod(size_mb=2)
+    reply = kubelet.mount(other)
+    assert reply.ok, reply.message
+    assert oldest in node.log_lines()[-1]["evicted"]
+    check_pool(running=[other])

@@ -25,6 +25,7 @@ from flexdriver.pool import (
     condition,
     decode_dir,
     encode_dir,
+    metadata_headroom,
     plan_mount,
     plan_release,
     round_to_extents,
@@ -621,3 +622,44 @@ def test_release_uses_the_usage_in_the_tags_when_nothing_could_be_measured():
     assert plan_release(claimed._replace(usage_permille=200), None, 0.5) is Release.KEEP
     assert plan_release(claimed._replace(usage_permille=None), None, 0.5) is Release.MEASURE_FIRST
     assert plan_release(claimed._replace(usage_permille=None), 0.2, 0.5) is Release.KEEP
+
+
+# ---- LVM's metadata area (#14 item 3) ----------------------------------------------------------
+
+
+def test_metadata_headroom_is_what_one_copy_may_still_grow_by():
+    # A 1 MiB area holding 7 KiB of text: one copy may be at most (1 MiB - 512) / 2 - 512 bytes.
+    assert metadata_headroom(1040896, 1048576) == (1048576 - 512) // 2 - 512 - 7168
+    assert metadata_headroom(None, 1048576) is None and metadata_headroom(1000, 0) is None
+    # Past half the area LVM can write no new copy at all: no room, however much "free".
+    assert metadata_headroom(400_000, 1048576) < 0
+
+
+def pool_with_metadata(*slabs, headroom: int, vg_free_mb: int = 10 * 1024):
+    return make_pool(*slabs, vg_free_mb=vg_free_mb)._replace(metadata_headroom_bytes=headroom)
+
+
+def test_a_new_slab_is_refused_before_the_metadata_area_fills_and_nothing_is_evicted():
+    in_use = used("busy", "/elsewhere")
+    with pytest.raises(PoolExhausted, match="LVM metadata area is nearly full.*nothing was created or evicted"):
+        plan_mount(pool_with_metadata(in_use, headroom=1500), want(), facts())
+
+
+def test_free_slabs_are_evicted_least_recently_used_first_to_make_metadata_room():
+    slabs = [free(f"f{i}", released_at=100 + i, size_mb=512) for i in range(4)]
+    # Room for the new slab and the claims of all four: no eviction although the area is not empty.
+    plan = plan_mount(pool_with_metadata(*slabs, headroom=2048 + 4 * 384), want(), facts())
+    assert plan.action is Action.CREATE and plan.evicted == ()
+    # Too little: the oldest free slabs go until there is enough, the newest stay.
+    plan = plan_mount(pool_with_metadata(*slabs, headroom=2048), want(), facts())
+    assert plan.action is Action.CREATE and names(plan.evicted) == ["f0", "f1"]
+
+
+def test_a_warm_slab_is_still_handed_out_when_no_new_slab_fits_in_the_metadata():
+    warm = free("warm", 100, usage_permille=100)
+    plan = plan_mount(pool_with_metadata(warm, headroom=0), want(), facts())
+    assert (plan.action, plan.slab.name) == (Action.REUSE, "warm")
+
+
+def test_an_unknown_metadata_area_does_not_block_new_slabs():
+    assert plan_mount(make_pool(vg_free_mb=2048), want(), facts()).action is Action.CREATE

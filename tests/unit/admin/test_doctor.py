@@ -109,7 +109,8 @@ def test_a_healthy_pool_says_what_it_holds(prerequisites, node, invoke, kubelet_
     assert lines["volume group"] == f"ok  volume group: {VG}: 2 slab(s), 7.5 GiB of 8 GiB free"
     assert lines["slab tags"] == "ok  slab tags: all 2 slab(s) readable"
     assert lines["slab mounts"] == "ok  slab mounts: 1 mounted, each on its own dir"
-    assert lines["volume group metadata"] == "ok  volume group metadata: 6144 KiB of 8192 KiB free, 2 slab(s)"
+    assert lines["volume group metadata"] == (
+        "ok  volume group metadata: 2047 KiB of 4095 KiB left for the metadata text (8192 KiB area), 2 slab(s)")
 
 
 def test_every_kind_of_trouble_is_one_failed_line(prerequisites, node, invoke, kubelet_dir, tmp_path):
@@ -140,7 +141,8 @@ def test_every_kind_of_trouble_is_one_failed_line(prerequisites, node, invoke, k
     )
     assert lines["slab mounts"].startswith(f"FAIL slab mounts: slab-free is mounted on {tmp_path} but tagged free -> ")
     assert lines["volume group metadata"].startswith(
-        "FAIL volume group metadata: low: 900 KiB of 8192 KiB free, 6 slab(s) -> evict free slabs"
+        "FAIL volume group metadata: low: 0 KiB of 4095 KiB left for the metadata text (8192 KiB area), 6 slab(s) "
+        "-> evict free slabs"
     )
 
 

@@ -13,17 +13,18 @@ from ..fakes import FakeRunner
 
 REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
 LVS = ["lvs", *REPORT, "-o",
-       "vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor", "vg-ax"]
-VGS_FIELDS = ["vgs", *REPORT, "-o", "vg_name,vg_size,vg_free,vg_extent_size", "vg-ax"]
+       "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size,"
+       "lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor", "vg-ax"]
+VGS_FIELDS = ["vgs", *REPORT, "-o", "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size", "vg-ax"]
 VGS_NAMES = ["vgs", *REPORT, "-o", "vg_name"]
 
 LVS_JSON = json.dumps({"report": [{"lv": [
     {"vg_name": "vg-ax", "vg_size": "8585740288", "vg_free": "7511998464", "vg_extent_size": "4194304",
-     "lv_name": "slab-abc", "lv_size": "1073741824",
+     "vg_mda_free": "1040896", "vg_mda_size": "1044480", "lv_name": "slab-abc", "lv_size": "1073741824",
      "lv_tags": "ax.fs=ext4,ax.size_mb=1024,ax.slab,ax.state=free,ax.type=graph,ax.released=5",
      "lv_active": "active", "lv_kernel_major": "253", "lv_kernel_minor": "0"},
     {"vg_name": "vg-ax", "vg_size": "8585740288", "vg_free": "7511998464", "vg_extent_size": "4194304",
-     "lv_name": "other", "lv_size": "4194304", "lv_tags": "",
+     "vg_mda_free": "1040896", "vg_mda_size": "1044480", "lv_name": "other", "lv_size": "4194304", "lv_tags": "",
      "lv_active": "", "lv_kernel_major": "-1", "lv_kernel_minor": "-1"},
 ]}]})
 EMPTY_LVS_JSON = json.dumps({"report": [{"lv": []}]})
@@ -63,6 +64,8 @@ def test_report_parses_the_volume_group_and_its_volumes(runner, lvm):
             ),
             LogicalVolume(name="other", size_bytes=4194304, tags=frozenset(), active=False, device=None),
         ),
+        metadata_free_bytes=1040896,
+        metadata_size_bytes=1044480,
     )
     assert runner.calls == [LVS]
     assert runner.timeouts == [120.0]
@@ -188,12 +191,12 @@ def test_dm_path(vg, lv, expected):
 # ---- through the lvm shell ----------------------------------------------------------------------
 
 SHELL_LVS = ["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|", "-o",
-             "vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor",
+             "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size,lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor",
              "vg-ax"]
 SHELL_ROWS = (
-    "  vg-ax|8585740288|7511998464|4194304|slab-abc|1073741824|"
+    "  vg-ax|8585740288|7511998464|4194304|1040896|1044480|slab-abc|1073741824|"
     "ax.fs=ext4,ax.size_mb=1024,ax.slab,ax.state=free,ax.type=graph,ax.released=5|active|253|0\n"
-    "  vg-ax|8585740288|7511998464|4194304|other|4194304|||-1|-1\n"
+    "  vg-ax|8585740288|7511998464|4194304|1040896|1044480|other|4194304|||-1|-1\n"
 )
 
 
