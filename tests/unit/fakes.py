@@ -10,11 +10,16 @@ from flexdriver.system.runner import Completed
 Answer = Union[Completed, BaseException]
 
 
+class Unprepared(AssertionError):
+    """A command reached a fake that no test told what to answer."""
+
+
 class FakeRunner:
     """Stands in for system.runner.Runner: records every argv, runs nothing.
 
-    Answers come from canned replies matched by argv prefix (the most recent match wins);
-    an argv nobody prepared for succeeds with empty output.
+    Answers come from canned replies matched by argv prefix (the most recent match wins).
+    An argv no test prepared fails the test (Unprepared): a lenient fake that answered it with
+    success and no output would let a test pass on a command it never meant the code to run.
     """
 
     def __init__(self) -> None:
@@ -40,7 +45,7 @@ class FakeRunner:
             if answer.returncode not in ok_codes:
                 raise CommandFailed(argv, answer.returncode, answer.stderr)
             return Completed(argv, answer.returncode, answer.stdout, answer.stderr, 0.0)
-        return Completed(argv, 0, "", "", 0.0)
+        raise Unprepared(f"FakeRunner: no reply prepared for {argv}")
 
     def programs(self) -> List[str]:
         return [argv[0] for argv in self.calls]

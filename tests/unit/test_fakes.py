@@ -1,0 +1,30 @@
+"""fakes.py: the test doubles themselves, so that a test cannot pass on a command it never prepared."""
+
+from __future__ import annotations
+
+import pytest
+
+from flexdriver.errors import DriverError
+
+from .fakes import FakeRunner, Unprepared
+
+
+def test_an_unprepared_command_fails_the_test_naming_its_argv():
+    runner = FakeRunner()
+    with pytest.raises(Unprepared, match=r"\['umount', '/mnt/x'\]"):
+        runner.run(["umount", "/mnt/x"])
+    assert runner.calls == [["umount", "/mnt/x"]]  # recorded all the same, for the failure's context
+
+
+def test_a_prepared_prefix_answers_only_the_commands_it_starts():
+    runner = FakeRunner()
+    runner.reply(["lvchange", "--activate", "y"], stdout="done")
+    assert runner.run(["lvchange", "--activate", "y", "vg/lv"]).stdout == "done"
+    with pytest.raises(Unprepared):
+        runner.run(["lvchange", "--addtag", "t", "vg/lv"])
+
+
+def test_the_failure_is_not_one_the_code_under_test_could_take_for_a_failed_command():
+    # Code that falls back on CommandFailed (or any DriverError) must not swallow a missing reply.
+    assert not issubclass(Unprepared, DriverError)
+    assert issubclass(Unprepared, AssertionError)
