@@ -71,8 +71,15 @@ class SimulatedNode:
         self.locked.append(self._lock_is_held())
         if argv[0] in self.failing:
             raise CommandFailed(argv, 1, f"{argv[0]}: simulated failure")
-        handler = getattr(self, "_" + argv[0].replace(".", "_"))
-        return Completed(argv, 0, handler(argv) or "", "", 0.0)
+        return Completed(argv, 0, self._handler(argv)(argv) or "", "", 0.0)
+
+    def _handler(self, argv):
+        # A program the node does not simulate fails the test, naming it: answering it with
+        # success would let a test pass on a command it never meant the driver to run.
+        handler = getattr(self, "_" + argv[0].replace(".", "_"), None)
+        if handler is None:
+            raise AssertionError(f"SimulatedNode: no handler for {argv}")
+        return handler
 
     def _lock_is_held(self) -> bool:
         if not os.path.exists(self.lock_path):

@@ -7,6 +7,7 @@ import pytest
 from flexdriver.errors import DriverError
 
 from .fakes import FakeRunner, Unprepared
+from .test_driver import SimulatedNode
 
 
 def test_an_unprepared_command_fails_the_test_naming_its_argv():
@@ -28,3 +29,9 @@ def test_the_failure_is_not_one_the_code_under_test_could_take_for_a_failed_comm
     # Code that falls back on CommandFailed (or any DriverError) must not swallow a missing reply.
     assert not issubclass(Unprepared, DriverError)
     assert issubclass(Unprepared, AssertionError)
+
+
+def test_the_simulated_node_fails_on_a_program_it_does_not_simulate(tmp_path):
+    node = SimulatedNode(lock_path=str(tmp_path / "lock"))
+    with pytest.raises(AssertionError, match=r"no handler for \['blkid', '-p', '/dev/xvdz'\]"):
+        node.run(["blkid", "-p", "/dev/xvdz"])
