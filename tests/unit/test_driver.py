@@ -2,6 +2,10 @@
 
 The simulated node keeps just enough LVM state (volumes and their tags), a mount table, and a
 record of every command, and notes for each command whether the node lock was held.
+
+LVM commands reach it the way they reach a real node: the driver's LVM runs the report, lvcreate
+and lvchange in `lvm` reading commands on stdin (the node's `converse`, answered line by line as
+LVM's shell answers), and the rest, and whatever the shell cannot settle, as single commands.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from flexdriver.pool import MIB, Kind, Slab, State, all_tags, encode_dir
 from flexdriver.system import filesystems
 from flexdriver.system.lvm import dm_path
 from flexdriver.system.mounts import MountEntry
-from flexdriver.system.runner import Completed
+from flexdriver.system.runner import Completed, Conversation
 
 VG = "vg-ax"
 UID = "4f1b3a8e-5c2d-4e7f-9a0b-1c2d3e4f5a6b"
@@ -32,6 +36,12 @@ OTHER_UID = "9e8d7c6b-0000-4e7f-9a0b-1c2d3e4f5a6b"
 
 
 class SimulatedNode:
+    """`calls` holds the driver's steps, one per command however it ran (`steps()` says how:
+    "shell" or "single"), so a test reads the same sequence on either path. What the shell got that is
+    no step of its own is in `shell_lines` only: the read-back of one LV that lvm.py asks right
+    after a change to learn its outcome, and a pool report without rows, which lvm.py asks
+    again as a single `lvs` (the step recorded). `shell_lines` holds every line the shell got."""
+
     def __init__(self, lock_path: str, vg_size_mb: int = 8192) -> None:
         self.lock_path = lock_path
         self.vg_size = vg_size_mb * MIB
@@ -40,6 +50,12 @@ class SimulatedNode:
         self.mounts: list = []
         self.calls: list = []
         self.locked: list = []  # per call: was the node lock held while it ran
+        self._in_shell: list = []  # the calls (argv objects: a test may clear `calls`) the shell answered
+        self.shell_lines: list = []  # argv of every line the lvm shell got, end markers included
+        self.shells = 0  # lvm shells started
+        self.shell_starts = True  # False: `lvm` cannot start as a shell, so every command is a single one
+        self.shell_exits_after = None  # a program after which the shell exits, its command done but not ended
+        self.shell_silent: set = set()  # programs the shell takes without doing them or saying why
         self.failing: set = set()
         self.waited: list = []  # device nodes the driver waited for before mkfs or mount
         self.failing_mounts: set = set()  # devices whose mount fails (a broken filesystem)
@@ -63,15 +79,65 @@ class SimulatedNode:
         (argv,) = [argv for argv in self.calls if argv[0] == program]
         return argv
 
+    def steps(self) -> list:
+        """(program, how it ran) for each call."""
+        shell = {id(argv) for argv in self._in_shell}
+        return [(argv[0], "shell" if id(argv) in shell else "single") for argv in self.calls]
+
+    def forget(self) -> None:
+        """Start the record afresh, between the calls of one test."""
+        for record in (self.calls, self.locked, self._in_shell, self.shell_lines):
+            record.clear()
+
+    def shell_commands(self) -> list:
+        """The LVM commands the shell got, read-backs included, without lvm_shell's end markers."""
+        return [argv for argv in self.shell_lines if argv[0].startswith(("lv", "vg", "pv"))]
+
     # -- the Runner interface
 
     def run(self, argv, *, timeout: float = 120.0, ok_codes=(0,)) -> Completed:
         argv = list(argv)
-        self.calls.append(argv)
-        self.locked.append(self._lock_is_held())
+        self._note(argv, "single", self._lock_is_held())
         if argv[0] in self.failing:
             raise CommandFailed(argv, 1, f"{argv[0]}: simulated failure")
         return Completed(argv, 0, self._handler(argv)(argv) or "", "", 0.0)
+
+    def converse(self, program: str, env, report_env: str) -> SimulatedShell:
+        assert (program, report_env) == ("lvm", "LVM_REPORT_FD"), (program, report_env)
+        if not self.shell_starts:
+            raise CommandFailed([program], 127, "", f"{program} not found")
+        self.shells += 1
+        return SimulatedShell(self)
+
+    def answer_line(self, argv) -> tuple:
+        """One line as LVM's shell answers it: (stdout, stderr, report). Report rows go to the
+        report channel, errors to stderr indented as LVM indents them, and there is no exit
+        status; a word that is no LVM command gets "No such command", as the end marker does."""
+        self.shell_lines.append(argv)
+        program = argv[0]
+        if not program.startswith(("lv", "vg", "pv")):
+            return "", f"  No such command '{program}'.  Try 'help'.\n", ""
+        handler = self._handler(argv)
+        locked = self._lock_is_held()
+        output, error = "", ""
+        if program in self.failing:
+            error = f"{program}: simulated failure"
+        elif program not in self.shell_silent:
+            try:
+                output = handler(argv) or ""
+            except CommandFailed as err:
+                error = err.stderr
+        read_back = program == "lvs" and "/" in argv[-1]
+        if not read_back and (output or program != "lvs"):
+            self._note(argv, "shell", locked)
+        stderr = "".join(f"  {line}\n" for line in error.splitlines())
+        return ("", stderr, output) if program in ("lvs", "vgs", "pvs") else (output, stderr, "")
+
+    def _note(self, argv, via: str, locked: bool) -> None:
+        self.calls.append(argv)
+        self.locked.append(locked)
+        if via == "shell":
+            self._in_shell.append(argv)
 
     def _handler(self, argv):
         # A program the node does not simulate fails the test, naming it: answering it with
@@ -100,12 +166,20 @@ class SimulatedNode:
     def _lvs(self, argv):
         if not self.has_vg:
             raise CommandFailed(argv, 5, f'Volume group "{VG}" not found')
+        target = argv[-1]  # the volume group, or one LV of it
         rows = [
             dict(self._vg_row(), lv_name=name, lv_size=str(v["size"]), lv_tags=",".join(sorted(v["tags"])),
                  lv_active="active", lv_kernel_major=str(v["device"][0]), lv_kernel_minor=str(v["device"][1]))
-            for name, v in self.volumes.items()
+            for name, v in self.volumes.items() if target in (VG, f"{VG}/{name}")
         ]
-        return json.dumps({"report": [{"lv": rows}]})
+        if target != VG and not rows:
+            raise CommandFailed(argv, 5, f'Failed to find logical volume "{target}"')
+        if "json" in argv:
+            return json.dumps({"report": [{"lv": rows}]})
+        # As the shell's report is asked for: the fields named by -o, in that order, one row a line.
+        fields = argv[argv.index("-o") + 1].split(",")
+        separator = argv[argv.index("--separator") + 1]
+        return "".join("  " + separator.join(row[field] for field in fields) + "\n" for row in rows)
 
     def _vgs(self, argv):
         rows = [self._vg_row()] if self.has_vg else []
@@ -113,12 +187,17 @@ class SimulatedNode:
 
     def _lvcreate(self, argv):
         name = argv[argv.index("--name") + 1]
+        if name in self.volumes:
+            raise CommandFailed(argv, 5, f'Logical Volume "{name}" already exists in volume group "{VG}"')
         size = int(argv[argv.index("--size") + 1].rstrip("b"))
         tags = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--addtag"}
         self.volumes[name] = {"size": size, "tags": tags, "device": (253, next(self._minors))}
 
     def _lvchange(self, argv):
-        tags = self.volumes[argv[-1].split("/", 1)[1]]["tags"]
+        name = argv[-1].split("/", 1)[1]
+        if name not in self.volumes:
+            raise CommandFailed(argv, 5, f'Failed to find logical volume "{argv[-1]}"')
+        tags = self.volumes[name]["tags"]
         for option, value in zip(argv[1:-1:2], argv[2:-1:2]):
             if option == "--deltag":
                 tags.discard(value)
@@ -154,6 +233,45 @@ class SimulatedNode:
     def _umount(self, argv):
         (entry,) = [e for e in self.mounts if e.mount_point == argv[1]]
         self.mounts.remove(entry)
+
+
+class SimulatedShell:
+    """The simulated node's `lvm` reading commands on stdin: what runner.Conversation is for a real
+    one. Each line is answered as it is sent (LVM's shell answers them in order, so the output
+    is the same as if it came later)."""
+
+    def __init__(self, node: SimulatedNode) -> None:
+        self.node = node
+        self.pending = {channel: bytearray() for channel in Conversation.CHANNELS}
+        self.exited = False
+
+    def send(self, text: str) -> None:
+        if self.exited:
+            raise BrokenPipeError("the simulated lvm shell has exited")
+        for line in text.splitlines():
+            argv = line.split()
+            if self.exited or not argv:
+                continue  # a shell that exited reads no more lines
+            for channel, data in zip(Conversation.CHANNELS, self.node.answer_line(argv)):
+                self.pending[channel] += data.encode()
+            self.exited = argv[0] == self.node.shell_exits_after
+
+    def receive(self, timeout: float, channels=Conversation.CHANNELS) -> list:
+        received = [(channel, bytes(self.pending[channel])) for channel in channels if self.pending[channel]]
+        for channel, _ in received:
+            self.pending[channel].clear()
+        if not received and self.exited:
+            return [(channels[0], b"")]  # its pipes end
+        if not received and timeout > 0:
+            # Every line has been answered: a real shell would leave LVMShell waiting out its timeout.
+            raise AssertionError("the simulated lvm shell has nothing more to say")
+        return received
+
+    def kill(self) -> None:
+        self.exited = True
+
+    def close(self, timeout: float) -> None:
+        self.exited = True
 
 
 @pytest.fixture
