@@ -311,6 +311,89 @@ def addtags(tags) -> list:
     return [part for tag in sorted(tags) for part in ("--addtag", tag)]
 
 
+# ---- the LVM path: the lvm shell, as on a node ----------------------------------------------
+
+SHELL_REPORT = ["--noheadings", "--units", "b", "--nosuffix", "--separator", "|", "-o"]
+
+
+def test_mounts_and_unmounts_send_their_lvm_reads_and_changes_through_one_shell_per_call(tmp_path, node):
+    path = pod_volume_dir(tmp_path)
+    make_driver(tmp_path, node).mount(request_for(path))
+    (name,) = node.volumes
+    # An empty volume group gives the shell no rows: lvs, then vgs, tell it apart from a missing one.
+    assert node.steps() == [
+        ("lvs", "single"), ("vgs", "single"), ("lvcreate", "shell"), ("mkfs.ext4", "single"),
+        ("lvchange", "shell"), ("mount", "single"),
+    ]
+    assert [argv for argv in node.shell_commands() if argv[0] == "lvs"] == [
+        ["lvs", *SHELL_REPORT, "vg_name,vg_size,vg_free,vg_extent_size,lv_name,lv_size,lv_tags,lv_active,"
+         "lv_kernel_major,lv_kernel_minor", VG],
+        ["lvs", *SHELL_REPORT, "lv_active,lv_tags", f"{VG}/{name}"],  # lvcreate's read-back
+        ["lvs", *SHELL_REPORT, "lv_tags", f"{VG}/{name}"],  # lvchange's read-back
+    ]
+    node.forget()
+    make_driver(tmp_path, node, verb="unmount").unmount(path)
+    assert node.steps() == [("lvs", "shell"), ("umount", "single"), ("lvchange", "shell")]
+    assert [argv[0] for argv in node.shell_commands()] == ["lvs", "lvchange", "lvs"]
+    node.forget()
+    make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path, OTHER_UID), uid=OTHER_UID))
+    assert node.steps() == [("lvs", "shell"), ("lvchange", "shell"), ("mount", "single")]
+    assert node.shells == 3  # one per call
+
+
+def test_without_a_shell_every_lvm_command_runs_on_its_own_to_the_same_end(tmp_path, node):
+    node.shell_starts = False
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    path = pod_volume_dir(tmp_path)
+    make_driver(tmp_path, node).mount(request_for(path))
+    make_driver(tmp_path, node, verb="unmount").unmount(path)
+    assert node.steps() == [
+        ("lvs", "single"), ("lvchange", "single"), ("mount", "single"),
+        ("lvs", "single"), ("umount", "single"), ("lvchange", "single"),
+    ]
+    assert node.shell_lines == [] and "ax.state=free" in node.volumes["slab-warm"]["tags"]
+
+
+def test_a_shell_that_exits_after_a_change_leaves_its_outcome_to_the_single_command(tmp_path, node):
+    node.shell_exits_after = "lvchange"  # the claim was made, but its end never came back
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    path = pod_volume_dir(tmp_path)
+    make_driver(tmp_path, node).mount(request_for(path))
+    # The single lvchange asks for the same tags again, which changes nothing the second time.
+    assert node.steps() == [("lvs", "shell"), ("lvchange", "shell"), ("lvchange", "single"), ("mount", "single")]
+    assert node.calls[1] == node.calls[2]
+    assert {"ax.state=used", f"ax.pod={UID}"} <= node.volumes["slab-warm"]["tags"]
+    assert node.mounts[0].mount_point == path
+
+
+def test_a_read_back_that_cannot_tell_whether_the_change_happened_is_settled_by_the_single_command(tmp_path, node):
+    node.shell_silent.add("lvchange")  # taken, not done, and no error said: the tags read back are the old ones
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    assert node.steps() == [("lvs", "shell"), ("lvchange", "shell"), ("lvchange", "single"), ("mount", "single")]
+    assert "ax.state=used" in node.volumes["slab-warm"]["tags"]
+
+
+def test_an_error_the_shell_gives_for_a_change_fails_the_call_with_it(tmp_path, node):
+    node.failing.add("lvchange")  # in the shell: its message on stderr, and no exit status
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    with pytest.raises(CommandFailed, match="lvchange: simulated failure"):
+        make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    assert node.steps() == [("lvs", "shell"), ("lvchange", "shell")]  # no single lvchange: the shell said why
+    assert "ax.state=free" in node.volumes["slab-warm"]["tags"]
+
+
+def test_an_lvcreate_whose_end_never_came_back_is_not_taken_for_a_new_slab(tmp_path, node):
+    node.shell_exits_after = "lvcreate"
+    with pytest.raises(CommandFailed, match="already exists"):
+        make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    # The single lvcreate fails on the name the shell's made; that slab is tagged as being
+    # created by this call, to be reclaimed as any a dead call left.
+    assert node.steps()[2:] == [("lvcreate", "shell"), ("lvcreate", "single")]
+    (name,) = node.volumes
+    assert "ax.state=creating" in node.volumes[name]["tags"] and node.mounts == []
+
+
 # ---- mount ---------------------------------------------------------------------------------
 
 

@@ -280,12 +280,21 @@ def test_without_the_shell_every_command_is_a_single_one(runner):
     assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
 
 
-def test_a_real_runner_gets_a_shell_and_a_fake_one_does_not(runner):
+def test_every_runner_gets_the_shell_and_one_that_cannot_start_it_runs_single_commands(runner):
+    """No runner is special-cased: the shell is asked of whatever runner LVM is given, and one
+    that cannot start `lvm` (as FakeRunner cannot) leaves each command to run on its own."""
     from flexdriver.system.lvm_shell import LVMShell
     from flexdriver.system.runner import Runner
 
     assert isinstance(LVM(Runner(), "vg-ax").shell, LVMShell)
-    assert LVM(runner, "vg-ax").shell is None
+    lvm = LVM(runner, "vg-ax")
+    assert isinstance(lvm.shell, LVMShell)
+    runner.reply(["lvs"], stdout=LVS_JSON)
+    runner.reply(["lvchange"])
+    assert lvm.report().volumes[0].name == "slab-abc"
+    lvm.retag("slab-1", add={"ax.state=used"}, delete=())
+    assert runner.conversations == ["lvm"], "asked once; not again in the same call once it failed"
+    assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
 
 
 CREATE = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
