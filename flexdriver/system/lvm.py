@@ -1,9 +1,10 @@
 """LVM through its reports: one `lvs` gives the whole pool; changes are single commands.
 
-The pool's report, new slabs and tag changes go through one `lvm` shell per call (lvm_shell.py)
-when the runner is the real one: one LVM process per mount instead of two or three. What the shell cannot
-settle (an empty report, tags that did not come back as asked) is decided by the single
-commands, as before.
+The pool's report, new slabs and tag changes go through one `lvm` shell per call (lvm_shell.py),
+started by the runner whatever it is (a test's runner answers the shell's lines as LVM would, so
+unit tests take the path nodes take): one LVM process per mount instead of two or three. What the
+shell cannot settle (an empty report, tags that did not come back as asked, a shell that cannot
+start or dies) is decided by the single commands, as before.
 """
 
 from __future__ import annotations
@@ -60,15 +61,11 @@ class LVM:
         self.runner = runner
         self.vg = volume_group
         self.timeout_s = timeout_s
-        # Only with the real runner: a test's fake runner sees every command as a single one.
-        if shell is None and isinstance(runner, Runner):
-            shell = LVMShell(runner, timeout_s)
-        self.shell = shell
+        self.shell = shell if shell is not None else LVMShell(runner, timeout_s)
 
     def start_shell(self) -> None:
         """Before the node lock: see LVMShell.start."""
-        if self.shell is not None:
-            self.shell.start()
+        self.shell.start()
 
     def report(self) -> VolumeGroupReport | None:
         """The volume group and all its LVs, or None when the volume group does not exist."""
@@ -95,8 +92,6 @@ class LVM:
     def _report_in_shell(self) -> VolumeGroupReport | None:
         """The report from the shell when it has rows; None leaves it to the single commands
         (an empty volume group, a missing one, an error: lvs says which by its exit status)."""
-        if self.shell is None:
-            return None
         fields = f"{VG_FIELDS},{LV_FIELDS}".split(",")
         try:
             result = self.shell.run(["lvs", *SHELL_REPORT, "-o", ",".join(fields), self.vg])
@@ -146,8 +141,6 @@ class LVM:
     def _run_and_read_back(self, argv: list[str], target: str, fields: str):
         """Run a change in the shell, then read `fields` of `target` back in it: (change, read-back);
         None when the shell could not run the change; read-back None when the shell went away after."""
-        if self.shell is None:
-            return None
         try:
             change = self.shell.run(argv)
         except ShellUnavailable:

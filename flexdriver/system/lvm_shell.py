@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import os
 import re
-import select
-import signal
-import subprocess
 import time
 from collections.abc import Sequence
 
 from .. import failpoints
 from ..errors import CommandFailed, CommandTimedOut
 from ..record import record
-from .runner import CHILD_ENV, Runner, _die_with_parent
+from .runner import CHILD_ENV, Conversation, Runner
 
 # What the shell's own line splitter passes through unchanged: no quotes, spaces, comments.
 _PLAIN_ARG = re.compile(r"[A-Za-z0-9_+.,:=/@|%-]+")
@@ -53,8 +50,7 @@ class LVMShell:
     def __init__(self, runner: Runner, timeout_s: float) -> None:
         self.runner = runner
         self.timeout_s = timeout_s
-        self._proc: subprocess.Popen | None = None
-        self._report_fd = -1
+        self._shell: Conversation | None = None
         self._sequence = 0
         self._broken = False
 
@@ -69,20 +65,19 @@ class LVMShell:
         argv = list(argv)
         if self._broken or not self.accepts(argv):
             raise ShellUnavailable(" ".join(argv))
-        proc = self._started()
+        shell = self._started()
         self._sequence += 1
         marker = f"ax-end-{os.getpid()}-{self._sequence}"
         started = time.monotonic()
         try:
-            proc.stdin.write(f"{' '.join(argv)}\n{marker}\n".encode())
-            proc.stdin.flush()
+            shell.send(f"{' '.join(argv)}\n{marker}\n")
         except OSError:
             self._give_up()
             raise ShellUnavailable("lvm shell went away") from None
         # during-<command>: die while LVM works on it (0.15 s after it was sent, done or not).
         failpoints.during(argv[0], lambda: None)
-        streams = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), self._report_fd: bytearray()}
-        err = streams[proc.stderr.fileno()]
+        output = {channel: bytearray() for channel in Conversation.CHANNELS}
+        err = output["stderr"]
         needle = f"'{marker}'".encode()
         deadline = started + self.timeout_s
         while needle not in err:
@@ -90,22 +85,24 @@ class LVMShell:
             if left <= 0:
                 self._give_up()
                 raise CommandTimedOut(argv, -9, err.decode(errors="replace"), f"no answer after {self.timeout_s:g} s")
-            ready, _, _ = select.select(list(streams), [], [], left)
-            for fd in ready:
-                if not self._read(fd, streams[fd]):
+            for channel, data in shell.receive(left):
+                if not data:
                     self._give_up()
                     raise ShellUnavailable("lvm shell exited")
+                output[channel] += data
         # The marker was written after everything the command wrote: collect what is left.
         while True:
-            ready, _, _ = select.select([proc.stdout.fileno(), self._report_fd], [], [], 0)
-            if not ready or not all(self._read(fd, streams[fd]) for fd in ready):
+            received = shell.receive(0, ("stdout", "report"))
+            for channel, data in received:
+                output[channel] += data
+            if not received or not all(data for _, data in received):
                 break
         stderr = err.decode(errors="replace")
         stderr = "\n".join(line for line in stderr.splitlines() if marker not in line)
         return ShellResult(
             argv,
-            streams[proc.stdout.fileno()].decode(errors="replace"),
-            streams[self._report_fd].decode(errors="replace"),
+            output["stdout"].decode(errors="replace"),
+            output["report"].decode(errors="replace"),
             stderr.strip(),
             time.monotonic() - started,
         )
@@ -114,70 +111,33 @@ class LVMShell:
         """Start the shell now, before it is needed: LVM's start-up (its libraries and config,
         most of what an LVM command costs) then overlaps the wait for the node lock instead of
         adding to the time the lock is held. The shell does nothing until spoken to."""
-        if not self._broken and self._proc is None:
+        if not self._broken and self._shell is None:
             try:
                 self._started()
             except ShellUnavailable:
                 pass
 
     def close(self) -> None:
-        if self._proc is not None:
-            try:
-                self._proc.stdin.close()
-                self._proc.wait(timeout=self.timeout_s)
-            except (OSError, subprocess.TimeoutExpired):
-                self._proc.kill()
-                self._proc.wait()
-            self._close_report()
-            self._proc = None
+        if self._shell is not None:
+            self._shell.close(self.timeout_s)
+            self._shell = None
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _started(self) -> subprocess.Popen:
-        if self._proc is not None:
-            return self._proc
-        read_end, write_end = os.pipe()
-        env = dict(CHILD_ENV, LVM_REPORT_FD=str(write_end), HOME="/nonexistent")  # HOME: no history file
+    def _started(self) -> Conversation:
+        if self._shell is not None:
+            return self._shell
         try:
-            self._proc = subprocess.Popen(
-                [self.runner.resolve("lvm")],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                cwd="/",
-                pass_fds=(write_end,),
-                preexec_fn=_die_with_parent,
-                start_new_session=True,  # its own process group: a hung shell dies with all it started
-            )
+            # The runner starts it (a test's runner answers its lines itself). HOME: no history file.
+            self._shell = self.runner.converse("lvm", dict(CHILD_ENV, HOME="/nonexistent"), "LVM_REPORT_FD")
         except (OSError, CommandFailed):
-            os.close(read_end)
             self._broken = True
             raise ShellUnavailable("cannot start the lvm shell") from None
-        finally:
-            os.close(write_end)
-        self._report_fd = read_end
-        return self._proc
-
-    @staticmethod
-    def _read(fd: int, into: bytearray) -> bool:
-        data = os.read(fd, 1 << 16)
-        into += data
-        return bool(data)
+        return self._shell
 
     def _give_up(self) -> None:
         """A shell that hung or died is not used again by this call."""
         self._broken = True
-        if self._proc is not None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except OSError:
-                self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-        self._close_report()
-
-    def _close_report(self) -> None:
-        if self._report_fd >= 0:
-            os.close(self._report_fd)
-            self._report_fd = -1
+        if self._shell is not None:
+            self._shell.kill()
+            self._shell = None

@@ -9,17 +9,21 @@
   an mkfs running under the call that retries it;
 - a timeout on everything; a command that times out is killed with its whole process group, so
   no grandchild it started (a helper, a wrapper's sleep) keeps our pipes open and hangs the call;
-- one error type carrying argv, exit code and stderr.
+- one error type carrying argv, exit code and stderr;
+- the same for a program kept running to read commands on stdin (`lvm` as its own shell): a
+  Conversation, which is all its caller sees of the process, so a test's runner can answer the
+  same lines without one.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .. import failpoints
 from ..errors import CommandFailed, CommandTimedOut
@@ -102,6 +106,83 @@ class Runner:
         if proc.returncode not in ok_codes:
             raise CommandFailed(full, proc.returncode, result.stderr)
         return result
+
+    def converse(self, program: str, env: Mapping[str, str], report_env: str) -> Conversation:
+        """Start `program` reading commands on stdin, with one more output pipe besides stdout and
+        stderr, whose fd it is told in the environment variable `report_env`. Raises CommandFailed
+        when the program is not found and OSError when it cannot be started."""
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [self.resolve(program)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**env, report_env: str(write_end)},
+                cwd="/",
+                pass_fds=(write_end,),
+                preexec_fn=_die_with_parent,
+                start_new_session=True,  # its own process group: a hung one dies with all it started
+            )
+        except (OSError, CommandFailed):
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return Conversation(proc, read_end)
+
+
+class Conversation:
+    """A running program's stdin and its three outputs, named "stdout", "stderr" and "report"."""
+
+    CHANNELS = ("stdout", "stderr", "report")
+
+    def __init__(self, proc: subprocess.Popen, report_fd: int) -> None:
+        self._proc = proc
+        self._fds = {"stdout": proc.stdout.fileno(), "stderr": proc.stderr.fileno(), "report": report_fd}
+
+    def send(self, text: str) -> None:
+        """Raises OSError when the program is gone."""
+        self._proc.stdin.write(text.encode())
+        self._proc.stdin.flush()
+
+    def receive(self, timeout: float, channels: Sequence[str] = CHANNELS) -> list[tuple[str, bytes]]:
+        """Waits up to `timeout` seconds for output on any of `channels`, then reads once from each
+        that has some, in the order given: [(channel, data)], empty when nothing came in time. An
+        empty `data` is a channel that has ended; nothing is read after it."""
+        wanted = {self._fds[channel]: channel for channel in channels}
+        ready, _, _ = select.select(list(wanted), [], [], timeout)
+        received = []
+        for fd in ready:
+            data = os.read(fd, 1 << 16)
+            received.append((wanted[fd], data))
+            if not data:
+                break
+        return received
+
+    def kill(self) -> None:
+        """Kill the program with everything it started."""
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except OSError:
+            self._proc.kill()
+        self._proc.wait()
+        self._close_report()
+
+    def close(self, timeout: float) -> None:
+        """End its input and wait for it to exit; kill it if it does not within `timeout`."""
+        try:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+        self._close_report()
+
+    def _close_report(self) -> None:
+        if self._fds["report"] >= 0:
+            os.close(self._fds["report"])
+            self._fds["report"] = -1
 
 
 def _kill_group(proc: subprocess.Popen):

@@ -2,6 +2,10 @@
 
 The simulated node keeps just enough LVM state (volumes and their tags), a mount table, and a
 record of every command, and notes for each command whether the node lock was held.
+
+LVM commands reach it the way they reach a real node: the driver's LVM runs the report, lvcreate
+and lvchange in `lvm` reading commands on stdin (the node's `converse`, answered line by line as
+LVM's shell answers), and the rest, and whatever the shell cannot settle, as single commands.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from flexdriver.pool import MIB, Decision, Kind, Slab, State, all_tags, encode_d
 from flexdriver.system import filesystems
 from flexdriver.system.lvm import dm_path
 from flexdriver.system.mounts import MountEntry
-from flexdriver.system.runner import Completed
+from flexdriver.system.runner import Completed, Conversation
 
 VG = "vg-ax"
 UID = "4f1b3a8e-5c2d-4e7f-9a0b-1c2d3e4f5a6b"
@@ -32,6 +36,12 @@ OTHER_UID = "9e8d7c6b-0000-4e7f-9a0b-1c2d3e4f5a6b"
 
 
 class SimulatedNode:
+    """`calls` holds the driver's steps, one per command however it ran (`steps()` says how:
+    "shell" or "single"), so a test reads the same sequence on either path. What the shell got that is
+    no step of its own is in `shell_lines` only: the read-back of one LV that lvm.py asks right
+    after a change to learn its outcome, and a pool report without rows, which lvm.py asks
+    again as a single `lvs` (the step recorded). `shell_lines` holds every line the shell got."""
+
     def __init__(self, lock_path: str, vg_size_mb: int = 8192) -> None:
         self.lock_path = lock_path
         self.vg_size = vg_size_mb * MIB
@@ -40,6 +50,12 @@ class SimulatedNode:
         self.mounts: list = []
         self.calls: list = []
         self.locked: list = []  # per call: was the node lock held while it ran
+        self._in_shell: list = []  # the calls (argv objects: a test may clear `calls`) the shell answered
+        self.shell_lines: list = []  # argv of every line the lvm shell got, end markers included
+        self.shells = 0  # lvm shells started
+        self.shell_starts = True  # False: `lvm` cannot start as a shell, so every command is a single one
+        self.shell_exits_after = None  # a program after which the shell exits, its command done but not ended
+        self.shell_silent: set = set()  # programs the shell takes without doing them or saying why
         self.failing: set = set()
         self.waited: list = []  # device nodes the driver waited for before mkfs or mount
         self.failing_mounts: set = set()  # devices whose mount fails (a broken filesystem)
@@ -63,16 +79,73 @@ class SimulatedNode:
         (argv,) = [argv for argv in self.calls if argv[0] == program]
         return argv
 
+    def steps(self) -> list:
+        """(program, how it ran) for each call."""
+        shell = {id(argv) for argv in self._in_shell}
+        return [(argv[0], "shell" if id(argv) in shell else "single") for argv in self.calls]
+
+    def forget(self) -> None:
+        """Start the record afresh, between the calls of one test."""
+        for record in (self.calls, self.locked, self._in_shell, self.shell_lines):
+            record.clear()
+
+    def shell_commands(self) -> list:
+        """The LVM commands the shell got, read-backs included, without lvm_shell's end markers."""
+        return [argv for argv in self.shell_lines if argv[0].startswith(("lv", "vg", "pv"))]
+
     # -- the Runner interface
 
     def run(self, argv, *, timeout: float = 120.0, ok_codes=(0,)) -> Completed:
         argv = list(argv)
-        self.calls.append(argv)
-        self.locked.append(self._lock_is_held())
+        self._note(argv, "single", self._lock_is_held())
         if argv[0] in self.failing:
             raise CommandFailed(argv, 1, f"{argv[0]}: simulated failure")
-        handler = getattr(self, "_" + argv[0].replace(".", "_"))
-        return Completed(argv, 0, handler(argv) or "", "", 0.0)
+        return Completed(argv, 0, self._handler(argv)(argv) or "", "", 0.0)
+
+    def converse(self, program: str, env, report_env: str) -> SimulatedShell:
+        assert (program, report_env) == ("lvm", "LVM_REPORT_FD"), (program, report_env)
+        if not self.shell_starts:
+            raise CommandFailed([program], 127, "", f"{program} not found")
+        self.shells += 1
+        return SimulatedShell(self)
+
+    def answer_line(self, argv) -> tuple:
+        """One line as LVM's shell answers it: (stdout, stderr, report). Report rows go to the
+        report channel, errors to stderr indented as LVM indents them, and there is no exit
+        status; a word that is no LVM command gets "No such command", as the end marker does."""
+        self.shell_lines.append(argv)
+        program = argv[0]
+        if not program.startswith(("lv", "vg", "pv")):
+            return "", f"  No such command '{program}'.  Try 'help'.\n", ""
+        handler = self._handler(argv)
+        locked = self._lock_is_held()
+        output, error = "", ""
+        if program in self.failing:
+            error = f"{program}: simulated failure"
+        elif program not in self.shell_silent:
+            try:
+                output = handler(argv) or ""
+            except CommandFailed as err:
+                error = err.stderr
+        read_back = program == "lvs" and "/" in argv[-1]
+        if not read_back and (output or program != "lvs"):
+            self._note(argv, "shell", locked)
+        stderr = "".join(f"  {line}\n" for line in error.splitlines())
+        return ("", stderr, output) if program in ("lvs", "vgs", "pvs") else (output, stderr, "")
+
+    def _note(self, argv, via: str, locked: bool) -> None:
+        self.calls.append(argv)
+        self.locked.append(locked)
+        if via == "shell":
+            self._in_shell.append(argv)
+
+    def _handler(self, argv):
+        # A program the node does not simulate fails the test, naming it: answering it with
+        # success would let a test pass on a command it never meant the driver to run.
+        handler = getattr(self, "_" + argv[0].replace(".", "_"), None)
+        if handler is None:
+            raise AssertionError(f"SimulatedNode: no handler for {argv}")
+        return handler
 
     def _lock_is_held(self) -> bool:
         if not os.path.exists(self.lock_path):
@@ -88,17 +161,28 @@ class SimulatedNode:
 
     def _vg_row(self) -> dict:
         used = sum(v["size"] for v in self.volumes.values())
-        return {"vg_name": VG, "vg_size": str(self.vg_size), "vg_free": str(self.vg_size - used), "vg_extent_size": str(4 * MIB)}
+        # An 8 MiB metadata area, as the driver makes it, holding ~1.3 KB of text per slab.
+        mda_free = 8 * MIB - 512 - 1024 - 1300 * len(self.volumes)
+        return {"vg_name": VG, "vg_size": str(self.vg_size), "vg_free": str(self.vg_size - used), "vg_extent_size": str(4 * MIB),
+                "vg_mda_free": str(mda_free), "vg_mda_size": str(8 * MIB)}
 
     def _lvs(self, argv):
         if not self.has_vg:
             raise CommandFailed(argv, 5, f'Volume group "{VG}" not found')
+        target = argv[-1]  # the volume group, or one LV of it
         rows = [
             dict(self._vg_row(), lv_name=name, lv_size=str(v["size"]), lv_tags=",".join(sorted(v["tags"])),
                  lv_active="active", lv_kernel_major=str(v["device"][0]), lv_kernel_minor=str(v["device"][1]))
-            for name, v in self.volumes.items()
+            for name, v in self.volumes.items() if target in (VG, f"{VG}/{name}")
         ]
-        return json.dumps({"report": [{"lv": rows}]})
+        if target != VG and not rows:
+            raise CommandFailed(argv, 5, f'Failed to find logical volume "{target}"')
+        if "json" in argv:
+            return json.dumps({"report": [{"lv": rows}]})
+        # As the shell's report is asked for: the fields named by -o, in that order, one row a line.
+        fields = argv[argv.index("-o") + 1].split(",")
+        separator = argv[argv.index("--separator") + 1]
+        return "".join("  " + separator.join(row[field] for field in fields) + "\n" for row in rows)
 
     def _vgs(self, argv):
         rows = [self._vg_row()] if self.has_vg else []
@@ -106,12 +190,17 @@ class SimulatedNode:
 
     def _lvcreate(self, argv):
         name = argv[argv.index("--name") + 1]
+        if name in self.volumes:
+            raise CommandFailed(argv, 5, f'Logical Volume "{name}" already exists in volume group "{VG}"')
         size = int(argv[argv.index("--size") + 1].rstrip("b"))
         tags = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--addtag"}
         self.volumes[name] = {"size": size, "tags": tags, "device": (253, next(self._minors))}
 
     def _lvchange(self, argv):
-        tags = self.volumes[argv[-1].split("/", 1)[1]]["tags"]
+        name = argv[-1].split("/", 1)[1]
+        if name not in self.volumes:
+            raise CommandFailed(argv, 5, f'Failed to find logical volume "{argv[-1]}"')
+        tags = self.volumes[name]["tags"]
         for option, value in zip(argv[1:-1:2], argv[2:-1:2]):
             if option == "--deltag":
                 tags.discard(value)
@@ -147,6 +236,45 @@ class SimulatedNode:
     def _umount(self, argv):
         (entry,) = [e for e in self.mounts if e.mount_point == argv[1]]
         self.mounts.remove(entry)
+
+
+class SimulatedShell:
+    """The simulated node's `lvm` reading commands on stdin: what runner.Conversation is for a real
+    one. Each line is answered as it is sent (LVM's shell answers them in order, so the output
+    is the same as if it came later)."""
+
+    def __init__(self, node: SimulatedNode) -> None:
+        self.node = node
+        self.pending = {channel: bytearray() for channel in Conversation.CHANNELS}
+        self.exited = False
+
+    def send(self, text: str) -> None:
+        if self.exited:
+            raise BrokenPipeError("the simulated lvm shell has exited")
+        for line in text.splitlines():
+            argv = line.split()
+            if self.exited or not argv:
+                continue  # a shell that exited reads no more lines
+            for channel, data in zip(Conversation.CHANNELS, self.node.answer_line(argv)):
+                self.pending[channel] += data.encode()
+            self.exited = argv[0] == self.node.shell_exits_after
+
+    def receive(self, timeout: float, channels=Conversation.CHANNELS) -> list:
+        received = [(channel, bytes(self.pending[channel])) for channel in channels if self.pending[channel]]
+        for channel, _ in received:
+            self.pending[channel].clear()
+        if not received and self.exited:
+            return [(channels[0], b"")]  # its pipes end
+        if not received and timeout > 0:
+            # Every line has been answered: a real shell would leave LVMShell waiting out its timeout.
+            raise AssertionError("the simulated lvm shell has nothing more to say")
+        return received
+
+    def kill(self) -> None:
+        self.exited = True
+
+    def close(self, timeout: float) -> None:
+        self.exited = True
 
 
 @pytest.fixture
@@ -191,6 +319,93 @@ def seeded(name: str, state: State, minor: int, mount_dir=None, uid: str = "", r
 
 def addtags(tags) -> list:
     return [part for tag in sorted(tags) for part in ("--addtag", tag)]
+
+
+# ---- the LVM path: the lvm shell, as on a node ----------------------------------------------
+
+SHELL_REPORT = ["--noheadings", "--units", "b", "--nosuffix", "--separator", "|", "-o"]
+
+
+def test_mounts_and_unmounts_send_their_lvm_reads_and_changes_through_one_shell_per_call(tmp_path, node):
+    path = pod_volume_dir(tmp_path)
+    make_driver(tmp_path, node).mount(request_for(path))
+    (name,) = node.volumes
+    # An empty volume group gives the shell no rows: lvs, then vgs, tell it apart from a missing one.
+    assert node.steps() == [
+        ("lvs", "single"), ("vgs", "single"), ("lvcreate", "shell"), ("mkfs.ext4", "single"),
+        ("lvchange", "shell"), ("mount", "single"),
+    ]
+    assert [argv for argv in node.shell_commands() if argv[0] == "lvs"] == [
+        ["lvs", *SHELL_REPORT, "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size,"
+         "lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor", VG],
+        ["lvs", *SHELL_REPORT, "lv_active,lv_tags", f"{VG}/{name}"],  # lvcreate's read-back
+        ["lvs", *SHELL_REPORT, "lv_tags", f"{VG}/{name}"],  # lvchange's read-back
+    ]
+    node.forget()
+    make_driver(tmp_path, node, verb="unmount").unmount(path)
+    assert node.steps() == [("lvs", "shell"), ("umount", "single"), ("lvchange", "shell")]
+    assert [argv[0] for argv in node.shell_commands()] == ["lvs", "lvchange", "lvs"]
+    node.forget()
+    make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path, OTHER_UID), uid=OTHER_UID))
+    # Claimed, mounted, then tagged the pod's: both tag changes in the call's one shell.
+    assert node.steps() == [("lvs", "shell"), ("lvchange", "shell"), ("mount", "single"), ("lvchange", "shell")]
+    assert node.shells == 3  # one per call
+
+
+def test_without_a_shell_every_lvm_command_runs_on_its_own_to_the_same_end(tmp_path, node):
+    node.shell_starts = False
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    path = pod_volume_dir(tmp_path)
+    make_driver(tmp_path, node).mount(request_for(path))
+    make_driver(tmp_path, node, verb="unmount").unmount(path)
+    assert node.steps() == [
+        ("lvs", "single"), ("lvchange", "single"), ("mount", "single"), ("lvchange", "single"),
+        ("lvs", "single"), ("umount", "single"), ("lvchange", "single"),
+    ]
+    assert node.shell_lines == [] and "ax.state=free" in node.volumes["slab-warm"]["tags"]
+
+
+def test_a_shell_that_exits_after_a_change_leaves_its_outcome_to_the_single_command(tmp_path, node):
+    node.shell_exits_after = "lvchange"  # the claim was made, but its end never came back
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    path = pod_volume_dir(tmp_path)
+    make_driver(tmp_path, node).mount(request_for(path))
+    # The single lvchange asks for the same tags again, which changes nothing the second time;
+    # the shell is gone for the rest of the call.
+    assert node.steps() == [
+        ("lvs", "shell"), ("lvchange", "shell"), ("lvchange", "single"), ("mount", "single"), ("lvchange", "single"),
+    ]
+    assert node.calls[1] == node.calls[2]
+    assert {"ax.state=used", f"ax.pod={UID}"} <= node.volumes["slab-warm"]["tags"]
+    assert node.mounts[0].mount_point == path
+
+
+def test_a_read_back_that_cannot_tell_whether_the_change_happened_is_settled_by_the_single_command(tmp_path, node):
+    node.shell_silent.add("lvchange")  # taken, not done, and no error said: the tags read back are the old ones
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    assert node.steps()[:4] == [("lvs", "shell"), ("lvchange", "shell"), ("lvchange", "single"), ("mount", "single")]
+    assert "ax.state=used" in node.volumes["slab-warm"]["tags"]
+
+
+def test_an_error_the_shell_gives_for_a_change_fails_the_call_with_it(tmp_path, node):
+    node.failing.add("lvchange")  # in the shell: its message on stderr, and no exit status
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    with pytest.raises(CommandFailed, match="lvchange: simulated failure"):
+        make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    assert node.steps() == [("lvs", "shell"), ("lvchange", "shell")]  # no single lvchange: the shell said why
+    assert "ax.state=free" in node.volumes["slab-warm"]["tags"]
+
+
+def test_an_lvcreate_whose_end_never_came_back_is_not_taken_for_a_new_slab(tmp_path, node):
+    node.shell_exits_after = "lvcreate"
+    with pytest.raises(CommandFailed, match="already exists"):
+        make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    # The single lvcreate fails on the name the shell's made; that slab is tagged as being
+    # created by this call, to be reclaimed as any a dead call left.
+    assert node.steps()[2:] == [("lvcreate", "shell"), ("lvcreate", "single")]
+    (name,) = node.volumes
+    assert "ax.state=creating" in node.volumes[name]["tags"] and node.mounts == []
 
 
 # ---- mount ---------------------------------------------------------------------------------

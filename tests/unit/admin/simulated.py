@@ -24,8 +24,7 @@ class AdminNode(SimulatedNode):
 
     def run(self, argv, *, timeout: float = 120.0, ok_codes=(0,)) -> Completed:
         if argv[0] == "blkid":  # exit 2: nothing found
-            self.calls.append(list(argv))
-            self.locked.append(self._lock_is_held())
+            self._note(list(argv), "single", self._lock_is_held())
             return Completed(list(argv), 0 if self.signatures else 2, self.signatures, "", 0.0)
         return super().run(argv, timeout=timeout, ok_codes=ok_codes)
 

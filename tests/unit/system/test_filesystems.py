@@ -33,6 +33,7 @@ def test_other_filesystems_are_refused(fs_type):
 
 def test_make_runs_mkfs_with_a_long_timeout():
     runner = FakeRunner()
+    runner.reply(["mkfs.xfs"])
     filesystems.make(runner, "xfs", DEVICE)
     assert runner.calls == [filesystems.mkfs_argv("xfs", DEVICE)]
     assert runner.timeouts == [1800.0]

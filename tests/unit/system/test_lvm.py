@@ -105,11 +105,13 @@ def test_volume_group_names(runner, lvm):
 
 
 def test_create_volume_group(runner, lvm):
+    runner.reply(["vgcreate"])
     lvm.create_volume_group("/dev/xvdz")
     assert runner.calls == [["vgcreate", "--yes", "--metadatasize", "8m", "vg-ax", "/dev/xvdz"]]
 
 
 def test_create_adds_every_tag_in_sorted_order(runner, lvm):
+    runner.reply(["lvcreate"])
     lvm.create("slab-1", 1073741824, ["ax.state=creating", "ax.slab", "ax.fs=xfs"])
     assert runner.calls == [[
         "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
@@ -121,6 +123,7 @@ def test_create_adds_every_tag_in_sorted_order(runner, lvm):
 
 
 def test_retag_swaps_tags_in_one_lvchange(runner, lvm):
+    runner.reply(["lvchange"])
     lvm.retag(
         "slab-1",
         add={"ax.state=used", "ax.dir=L2E=", "ax.pod=p"},
@@ -141,11 +144,13 @@ def test_retag_without_change_runs_nothing(runner, lvm):
 
 
 def test_activate(runner, lvm):
+    runner.reply(["lvchange", "--activate", "y"])
     lvm.activate("slab-1")
     assert runner.calls == [["lvchange", "--activate", "y", "vg-ax/slab-1"]]
 
 
 def test_remove_takes_all_names_in_one_call(runner, lvm):
+    runner.reply(["lvremove"])
     lvm.remove(["slab-1", "slab-2"])
     assert runner.calls == [["lvremove", "--yes", "vg-ax/slab-1", "vg-ax/slab-2"]]
 
@@ -156,6 +161,7 @@ def test_remove_of_nothing_runs_nothing(runner, lvm):
 
 
 def test_remove_returns_nothing_left_when_the_batch_works(runner, lvm):
+    runner.reply(["lvremove"])
     assert lvm.remove(["slab-1", "slab-2"]) == ()
 
 
@@ -262,6 +268,7 @@ def test_retag_that_failed_in_the_shell_is_a_command_failure(runner):
 def test_retag_whose_outcome_the_shell_cannot_tell_runs_the_single_command(runner):
     """The shell died after the change was sent: lvchange itself settles it (it is idempotent)."""
     shell = FakeShell(unavailable={"lvs"})
+    runner.reply(["lvchange"])
     LVM(runner, "vg-ax", shell=shell).retag("slab-1", add={"ax.state=used"}, delete={"ax.state=free"})
     assert runner.calls == [["lvchange", "--deltag", "ax.state=free", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
 
@@ -269,18 +276,28 @@ def test_retag_whose_outcome_the_shell_cannot_tell_runs_the_single_command(runne
 def test_without_the_shell_every_command_is_a_single_one(runner):
     shell = FakeShell(unavailable={"lvs", "lvchange"})
     runner.reply(["lvs"], stdout=LVS_JSON)
+    runner.reply(["lvchange"])
     lvm = LVM(runner, "vg-ax", shell=shell)
     assert lvm.report().volumes[0].name == "slab-abc"
     lvm.retag("slab-1", add={"ax.state=used"}, delete=())
     assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
 
 
-def test_a_real_runner_gets_a_shell_and_a_fake_one_does_not(runner):
+def test_every_runner_gets_the_shell_and_one_that_cannot_start_it_runs_single_commands(runner):
+    """No runner is special-cased: the shell is asked of whatever runner LVM is given, and one
+    that cannot start `lvm` (as FakeRunner cannot) leaves each command to run on its own."""
     from flexdriver.system.lvm_shell import LVMShell
     from flexdriver.system.runner import Runner
 
     assert isinstance(LVM(Runner(), "vg-ax").shell, LVMShell)
-    assert LVM(runner, "vg-ax").shell is None
+    lvm = LVM(runner, "vg-ax")
+    assert isinstance(lvm.shell, LVMShell)
+    runner.reply(["lvs"], stdout=LVS_JSON)
+    runner.reply(["lvchange"])
+    assert lvm.report().volumes[0].name == "slab-abc"
+    lvm.retag("slab-1", add={"ax.state=used"}, delete=())
+    assert runner.conversations == ["lvm"], "asked once; not again in the same call once it failed"
+    assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
 
 
 CREATE = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
@@ -307,5 +324,6 @@ def test_create_that_failed_in_the_shell_is_a_command_failure(runner, row):
 @pytest.mark.parametrize("unavailable", ["lvcreate", "lvs"])
 def test_create_the_shell_cannot_settle_runs_the_single_command(runner, unavailable):
     shell = FakeShell(unavailable={unavailable})
+    runner.reply(["lvcreate"])
     LVM(runner, "vg-ax", shell=shell).create("slab-1", 1 << 30, {"ax.state=creating", "ax.slab"})
     assert runner.calls == [CREATE]

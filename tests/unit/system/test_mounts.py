@@ -61,6 +61,7 @@ def test_canonical_resolves_symlinks(tmp_path):
 
 def test_mount_command_line():
     runner = FakeRunner()
+    runner.reply(["mount"])
     Mounter(runner).mount("/dev/mapper/vg--ax-slab--1", "/mnt/x", "xfs", read_only=False)
     Mounter(runner).mount("/dev/mapper/vg--ax-slab--1", "/mnt/y", "ext4", read_only=True)
     assert runner.calls == [
@@ -72,5 +73,6 @@ def test_mount_command_line():
 
 def test_unmount_is_never_lazy():
     runner = FakeRunner()
+    runner.reply(["umount"])
     Mounter(runner).unmount("/mnt/x")
     assert runner.calls == [["umount", "/mnt/x"]]

@@ -201,3 +201,52 @@ def test_a_child_that_survives_sigkill_does_not_hold_the_call(monkeypatch, tmp_p
         assert len(raised) == 1
     finally:
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+# ---- a conversation: a program kept running to read commands on stdin --------------------------
+
+ANSWERER = """#!/bin/sh
+while read -r line; do
+  echo "out $line"; echo "err $line" >&2; echo "report $line" >"/dev/fd/$ANSWER_FD"  # dash redirects only one-digit fds
+done
+"""
+
+
+def collect(conversation, wanted: dict) -> dict:
+    """What each channel said, read until every one has said at least what `wanted` names."""
+    got = {channel: b"" for channel in wanted}
+    deadline = time.monotonic() + 10
+    while any(len(got[c]) < len(wanted[c]) for c in wanted) and time.monotonic() < deadline:
+        for channel, data in conversation.receive(1.0):
+            got[channel] += data
+    return got
+
+
+def test_a_conversation_keeps_the_three_outputs_apart_and_ends_when_its_input_does(tmp_path):
+    program = executable(tmp_path / "answerer", ANSWERER)
+    conversation = Runner().converse(str(program), {"PATH": "/bin:/usr/bin"}, "ANSWER_FD")
+    conversation.send("one\n")
+    assert collect(conversation, {"stdout": b"out one\n", "stderr": b"err one\n", "report": b"report one\n"}) == {
+        "stdout": b"out one\n", "stderr": b"err one\n", "report": b"report one\n",
+    }
+    assert conversation.receive(0) == []  # nothing more, and no wait for it
+    started = time.monotonic()
+    conversation.close(timeout=5)  # its loop ends with its input: no kill needed
+    assert time.monotonic() - started < 5
+
+
+def test_a_conversation_whose_program_ended_reads_as_ended(tmp_path):
+    program = executable(tmp_path / "quits", "#!/bin/sh\nexit 0\n")
+    conversation = Runner().converse(str(program), {}, "ANSWER_FD")
+    deadline = time.monotonic() + 10
+    received = []
+    while not received and time.monotonic() < deadline:
+        received = conversation.receive(1.0, ("stdout",))
+    assert received == [("stdout", b"")]
+    conversation.kill()
+
+
+def test_a_conversation_with_a_program_not_found_is_a_command_failure(tmp_path):
+    with pytest.raises(CommandFailed) as caught:
+        Runner(search_path=[str(tmp_path)]).converse("lvm", {}, "LVM_REPORT_FD")
+    assert caught.value.returncode == 127
