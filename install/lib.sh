@@ -138,11 +138,23 @@ resolve_plugin_dir() {
   fi
 }
 
-# A key of the [vol_plugin] section of a config file, or $3 when the file or key is absent. A
-# comment after the value (whitespace, then # or ;) is not part of it, as for the driver.
-config_value() {  # config_value FILE KEY DEFAULT
-  local value
-  value=$(sed -n -E "s/^[[:space:]]*$2[[:space:]]*[=:][[:space:]]*(.*)$/\1/p" "$1" 2>/dev/null | tail -n 1 |
-    sed -E 's/[[:space:]]+[#;].*$//; s/[[:space:]]+$//')
-  printf '%s\n' "${value:-$3}"
+# The values of KEYs in the node config FILE, one line each, as the driver reads them: asked of
+# the admin command ADMIN, whose parser is the driver's own (a reader of its own here read some
+# files otherwise than the driver: key case, continuation lines, sections, a file the driver
+# refuses; and uninstall --purge deletes what the values name). ADMIN runs as root, so it must be
+# a file only root can change. A FILE that does not exist gives the driver's defaults (the
+# driver reads no file as an empty one). Dies, naming both, if the values cannot be had.
+config_values() {  # config_values ADMIN FILE KEY...
+  local admin=$1 file=$2 values errors
+  shift 2
+  only_root_can_change "$admin" || die "refusing to run the admin command $admin: $why; nothing changed"
+  [ -e "$file" ] || file=/dev/null
+  # Its errors kept apart from its answer, so that nothing but values is ever read as one.
+  errors=$(mktemp)
+  if ! values=$(/usr/bin/env -u AX_VOL_PLUGIN_CONFIG "$admin" --config "$file" config "$@" 2>"$errors" </dev/null); then
+    values=$(cat "$errors"); rm -f "$errors"
+    die "cannot read the config with $admin: ${values:-no message}; nothing changed"
+  fi
+  rm -f "$errors"
+  printf '%s\n' "$values"
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Remove the ax/vol_plugin driver from this node:
 #
-#   install/uninstall.sh [--plugin-dir DIR] [--admin-path PATH] [--config PATH] [--purge] [--force]
+#   install/uninstall.sh [--plugin-dir DIR] [--admin FILE] [--admin-path PATH] [--config PATH] [--purge] [--force]
 #
 #   --plugin-dir DIR   as for install.sh (default: the running kubelet's, else kubelet's default)
+#   --admin FILE       the built admin command that reads the config, with the driver's own
+#                      parser (default dist/ax-vol-plugin of this repo; runs here, with python3)
 #   --admin-path PATH  the admin command to remove (default /usr/local/sbin/ax-vol-plugin)
 #   --config PATH      the config file (default /etc/ax-vol-plugin/vol_plugin.conf)
 #   --purge            also delete every slab (the whole volume group, its data with it), the
@@ -22,6 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 plugin_dir=""
+admin="$(dirname "$here")/dist/ax-vol-plugin"
 admin_path=$DEFAULT_ADMIN_PATH
 config=$DEFAULT_CONFIG
 purge=0
@@ -29,25 +32,26 @@ force=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --plugin-dir) [ $# -ge 2 ] || die "$1 needs a value"; plugin_dir=$2; shift 2 ;;
+    --admin) [ $# -ge 2 ] || die "$1 needs a value"; admin=$2; shift 2 ;;
     --admin-path) [ $# -ge 2 ] || die "$1 needs a value"; admin_path=$2; shift 2 ;;
     --config) [ $# -ge 2 ] || die "$1 needs a value"; config=$2; shift 2 ;;
     --host-root) [ $# -ge 2 ] || die "$1 needs a value"; host_root=$2; shift 2 ;;
     --purge) purge=1; shift ;;
     --force) force=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
 absolute --host-root "$host_root"
+absolute --admin "$admin"
 absolute --admin-path "$admin_path"
 absolute --config "$config"
 resolve_plugin_dir
 
 config_file=$(on_host "$config")
-volume_group=$(config_value "$config_file" volume_group vg-ax)
-device=$(config_value "$config_file" device /dev/xvdz)
-log_file=$(config_value "$config_file" log_file /var/log/ax-vol-plugin.log)
-run_dir=$(config_value "$config_file" run_dir /run/ax-vol-plugin)
+[ -f "$admin" ] || die "admin command $admin not found (build it with packaging/build, or give --admin FILE); nothing changed"
+values=$(config_values "$admin" "$config_file" volume_group device log_file run_dir) || exit 1
+{ read -r volume_group; read -r device; read -r log_file; read -r run_dir; } <<<"$values"
 
 # Slabs mounted right now, from the node's mount table (device-mapper doubles '-' in names).
 mapper_prefix="/dev/mapper/${volume_group//-/--}-slab--"

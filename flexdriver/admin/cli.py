@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from ..config import PATH_ENV
 from .common import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
+from .configuration import show_config
 from .doctor import doctor
 from .evict import evict
 from .gc import gc
@@ -28,7 +29,7 @@ Exit codes:
   3  the command could not do its work (config unreadable, LVM failed, node lock busy)
 
 gc, evict and prepare change the pool: they ask first unless given --yes, and take the driver's
-node lock. status and doctor only read."""
+node lock. status, doctor and config only read."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -46,7 +47,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.ensure_object(dict)["config_path"] = config_path
 
 
-for command in (status, gc, evict, prepare, doctor):
+for command in (status, gc, evict, prepare, doctor, show_config):
     main.add_command(command)
 
 

@@ -49,6 +49,7 @@ def node(tmp_path, builds):
         config = root / "etc" / "vol_plugin.conf"
         old = builds / "vol_plugin.old"
         new = builds / "vol_plugin.new"
+        admin_build = builds / "ax-vol-plugin"
 
         def install(self, *args, driver=None, env=None, plugin_dir=True):
             argv = [INSTALL, "--driver", str(driver or self.old), "--admin", str(builds / "ax-vol-plugin"),
@@ -57,10 +58,10 @@ def node(tmp_path, builds):
                 argv += ["--plugin-dir", str(self.plugin_dir)]
             return subprocess.run(argv + list(args), capture_output=True, text=True, env=env)
 
-        def uninstall(self, *args):
-            argv = [UNINSTALL, "--plugin-dir", str(self.plugin_dir), "--admin-path", str(self.admin),
-                    "--config", str(self.config)]
-            return subprocess.run(argv + list(args), capture_output=True, text=True)
+        def uninstall(self, *args, env=None, wrap=()):
+            argv = [*wrap, UNINSTALL, "--plugin-dir", str(self.plugin_dir), "--admin", str(builds / "ax-vol-plugin"),
+                    "--admin-path", str(self.admin), "--config", str(self.config)]
+            return subprocess.run(argv + list(args), capture_output=True, text=True, env=env)
 
         def files(self):
             return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
@@ -71,6 +72,7 @@ def node(tmp_path, builds):
 # This host has no device-mapper and no slab disk: the host-side tests that are not about the
 # prerequisites skip them (and see them reported as warnings).
 SKIP = "--skip-prerequisites"
+NOBODY = 65534
 
 
 def test_install_puts_driver_admin_and_config_in_place_and_nothing_else(node):
@@ -284,8 +286,8 @@ def test_kubelets_flag_wins_over_its_config_file(node, kubelet, tmp_path):
 
 def test_without_a_kubelet_saying_otherwise_the_default_is_used(node, kubelet):
     kubelet("--v=2")
-    result = subprocess.run([UNINSTALL, "--admin-path", str(node.admin), "--config", str(node.config)],
-                            capture_output=True, text=True)
+    result = subprocess.run([UNINSTALL, "--admin", str(node.admin_build), "--admin-path", str(node.admin),
+                             "--config", str(node.config)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert f"plugin dir {DEFAULT_PLUGIN_DIR} (kubelet's default" in result.stdout
 
@@ -313,10 +315,87 @@ def test_uninstall_leaves_files_it_does_not_own(node):
     assert os.listdir(node.plugin_dir / "ax~vol_plugin") == ["notes.txt"]
 
 
+# --purge reads the config with the driver's own parser (the admin command). This host has no
+# device-mapper: LVM's commands are stand-ins that record what they were asked and say the
+# volume group and the device exist, so that the purge goes as far as it would on a node.
+
+
+@pytest.fixture
+def lvm_stand_ins(tmp_path):
+    """PATH for uninstall.sh with vgs, pvs, vgremove and pvremove recording their argv."""
+    bin_dir = tmp_path / "lvm-bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "lvm-calls"
+    for name in ("vgs", "pvs", "vgremove", "pvremove"):
+        tool = bin_dir / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n')
+        tool.chmod(0o755)
+
+    class Stand_ins:
+        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+        # A purge that reads the wrong values falls back on the default log file and run dir:
+        # it runs where those are fresh, empty dirs, so that a failing test never removes this
+        # host's own.
+        wrap = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount -t tmpfs ax-test /var/log && mount -t tmpfs ax-test /run && exec "$@"', "sh")
+
+        def removed(self):
+            lines = calls.read_text().splitlines() if calls.exists() else []
+            return [line for line in lines if line.startswith(("vgremove", "pvremove"))]
+
+    return Stand_ins()
+
+
+def test_purge_removes_what_the_driver_reads_in_the_config(node, tmp_path, lvm_stand_ins):
+    # Each of these lines the driver reads otherwise than a line-matching reader would: keys
+    # are not case-sensitive, a value may go on over an indented line, and `:` may stand for `=`.
+    assert node.install(SKIP, "--device", "/dev/sdq").returncode == 0
+    node.config.write_text(
+        "[vol_plugin]\n"
+        "Volume_Group = vg-ci   # the CI pool\n"
+        "DEVICE: /dev/sdq\n"
+        f"Log_File = {tmp_path}/ci.log\n"
+        f"RUN_DIR = {tmp_path}/run\n"
+        "usage_threshold =\n  0.7\n"
+    )
+    (tmp_path / "ci.log").write_text("{}\n")
+    (tmp_path / "run").mkdir()
+    result = node.uninstall("--purge", env=lvm_stand_ins.env, wrap=lvm_stand_ins.wrap)
+    assert result.returncode == 0, result.stderr
+    assert lvm_stand_ins.removed() == ["vgremove --force --yes vg-ci", "pvremove --yes /dev/sdq"]
+    assert not (tmp_path / "ci.log").exists() and not (tmp_path / "run").exists() and not node.config.exists()
+    assert f"removed {node.config}, {tmp_path}/ci.log, {tmp_path}/run" in result.stdout
+
+
+def test_purge_refuses_a_config_the_driver_refuses_and_removes_nothing(node, tmp_path, lvm_stand_ins):
+    # A second section the driver does not know: every mount fails on it, and which of its
+    # volume groups is the pool is not for uninstall.sh to guess.
+    assert node.install(SKIP, "--device", "/dev/sdq").returncode == 0
+    node.config.write_text("[vol_plugin]\nvolume_group = vg-ci\n[vol_plugin.old]\nvolume_group = vg-other\n")
+    result = node.uninstall("--purge", env=lvm_stand_ins.env, wrap=lvm_stand_ins.wrap)
+    assert result.returncode != 0
+    assert "cannot read the config" in result.stderr and "unknown section [vol_plugin.old]" in result.stderr
+    assert lvm_stand_ins.removed() == []
+    assert node.files() == ["etc/vol_plugin.conf", "plugins/ax~vol_plugin/vol_plugin", "sbin/ax-vol-plugin"]
+
+
+def test_uninstall_never_runs_an_admin_command_others_can_change(node, tmp_path, lvm_stand_ins):
+    assert node.install(SKIP).returncode == 0
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY, NOBODY)
+    admin = theirs / "ax-vol-plugin"
+    admin.write_bytes(node.admin_build.read_bytes())
+    admin.chmod(0o755)
+    result = subprocess.run([*lvm_stand_ins.wrap, UNINSTALL, "--plugin-dir", str(node.plugin_dir), "--admin", str(admin),
+                             "--admin-path", str(node.admin), "--config", str(node.config), "--purge"],
+                            capture_output=True, text=True, env=lvm_stand_ins.env)
+    assert result.returncode != 0
+    assert f"refusing to run the admin command {admin}: {theirs} is owned by uid {NOBODY}" in result.stderr
+    assert lvm_stand_ins.removed() == [] and node.driver.exists()
+
+
 # ---- who may choose the plugin dir ----------------------------------------------------------------
-
-NOBODY = 65534
-
 
 def test_a_process_another_user_named_kubelet_does_not_choose_the_plugin_dir(node, tmp_path):
     # The attack: an unprivileged process renames itself kubelet and names a dir it owns, where
@@ -333,8 +412,8 @@ def test_a_process_another_user_named_kubelet_does_not_choose_the_plugin_dir(nod
                 if handle.read().strip() == "kubelet":
                     break
             time.sleep(0.02)
-        result = subprocess.run([UNINSTALL, "--admin-path", str(node.admin), "--config", str(node.config)],
-                                capture_output=True, text=True)
+        result = subprocess.run([UNINSTALL, "--admin", str(node.admin_build), "--admin-path", str(node.admin),
+                                 "--config", str(node.config)], capture_output=True, text=True)
     finally:
         proc.kill()
         proc.wait()

@@ -7,18 +7,21 @@ of LVM, mkfs and mount steps, the tags, the lock) does not depend on the size.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import random
 import statistics
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
 
+from flexdriver import metrics, options
 from flexdriver.options import MIN_SIZE_MB
 from tests.realkernel import node
-from tests.realkernel.conftest import SPARE, wipe_pool
+from tests.realkernel.conftest import CONFIG_PATH, REPO, SPARE, wipe_pool
 from tests.realkernel.node import Pod
 
 from . import faults, invariants
@@ -678,6 +681,7 @@ def hostile_input(s: Scenario, level: dict) -> None:
 
     every = "" if level["known_bad_every"] == 1 else f" (every {level['known_bad_every']}th)"
     s.trial(f"the known-bad calls of tests/realkernel/test_bad_input.py{every}", known_bad)
+    hostile_node(s)
 
     keys = ["kubernetes.io/fsType", "kubernetes.io/readwrite", "kubernetes.io/pod.uid", "kubernetes.io/pod.namespace",
             "size_mb", "ax_vol_type", "cache_scope"]
@@ -729,6 +733,189 @@ def hostile_input(s: Scenario, level: dict) -> None:
     s.trial(f"{level['fuzz_examples']} generated calls (hypothesis): argv and options JSON", fuzz)
     s.figures.notes.append(f"fuzzed calls answered: {outcomes}")
     s.unmount(live)
+
+
+# ---- 5b. a hostile user or pod on the node (issue #14, items 1 to 3) ----------------------------
+
+NOBODY = 65534
+INSTALL = f"{REPO}/install/install.sh"
+# A process that names itself kubelet (prctl PR_SET_NAME, 15) and sleeps, with kubelet's flags.
+AS_KUBELET = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'kubelet', 0, 0, 0); time.sleep(300)"
+
+
+def start_named_kubelet(uid: int, *flags: str) -> subprocess.Popen:
+    as_user = [] if uid == 0 else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    proc = subprocess.Popen([*as_user, "/usr/bin/python3", "-c", AS_KUBELET, *flags], cwd="/")
+    for _ in range(1500):
+        with open(f"/proc/{proc.pid}/comm") as handle:
+            if handle.read().strip() == "kubelet":
+                return proc
+        time.sleep(0.02)
+    proc.kill()
+    raise TrialFailed("the process never took the name kubelet")
+
+
+def dir_of(uid: int, path: str, mode: int = 0o755) -> str:
+    node.run("rm", "-rf", path)
+    os.makedirs(path, mode=mode)
+    os.chmod(path, mode)
+    os.chown(path, uid, uid)
+    return path
+
+
+def untouched(path: str) -> tuple:
+    """What any file made in `path` (even one removed again) changes."""
+    st = os.lstat(path)
+    return sorted(os.listdir(path)), st.st_mtime_ns, st.st_ctime_ns
+
+
+@contextlib.contextmanager
+def config_with(*lines: str):
+    """The node config with `lines` added, as it was afterwards."""
+    with open(CONFIG_PATH) as handle:
+        kept = handle.read()
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write(kept + "".join(f"{line}\n" for line in lines))
+    try:
+        yield
+    finally:
+        with open(CONFIG_PATH, "w") as handle:
+            handle.write(kept)
+
+
+def hostile_node(s: Scenario) -> None:
+    """What a user of the node, or a pod, could try against root: each trial can fail (it checks
+    the attack's target, not the driver's word for it)."""
+    evil_dir = "/tmp/ax-hostile-plugins"
+
+    def install_with_a_kubelet(uid: int) -> tuple:
+        dir_of(NOBODY, evil_dir)
+        before = untouched(evil_dir)
+        driver_before = os.stat(node.DRIVER)
+        proc = start_named_kubelet(uid, f"--volume-plugin-dir={evil_dir}")
+        try:
+            result = node.run(INSTALL, "--driver", f"{REPO}/dist/vol_plugin", check=False)
+        finally:
+            proc.kill()
+            proc.wait()
+        if untouched(evil_dir) != before:
+            raise TrialFailed(f"install.sh wrote into {evil_dir}, a dir uid {NOBODY} owns: {untouched(evil_dir)[0]}")
+        return proc.pid, result, driver_before
+
+    def untrusted_kubelet():
+        pid, result, _ = install_with_a_kubelet(NOBODY)
+        if result.returncode != 0 or f"ignoring process {pid} named kubelet" not in result.stderr:
+            raise TrialFailed(f"install.sh did not pass over uid {NOBODY}'s kubelet: rc {result.returncode}, "
+                              f"{result.stdout[-300:]} {result.stderr[-300:]}")
+        if f"plugin dir {node.PLUGIN_DIR} (kubelet's default" not in result.stdout:
+            raise TrialFailed(f"install.sh used another plugin dir: {result.stdout[-300:]}")
+
+    s.trial(f"install.sh as root, no --plugin-dir, while uid {NOBODY} runs a process named kubelet "
+            f"(PR_SET_NAME) with --volume-plugin-dir={evil_dir}, a dir it owns", untrusted_kubelet)
+
+    def trusted_kubelet_untrusted_dir():
+        _, result, driver_before = install_with_a_kubelet(0)
+        if result.returncode == 0 or f"refusing plugin dir {evil_dir}" not in result.stderr:
+            raise TrialFailed(f"install.sh took {evil_dir}: rc {result.returncode}, {result.stderr[-300:]}")
+        after = os.stat(node.DRIVER)
+        if (after.st_ino, after.st_mtime_ns) != (driver_before.st_ino, driver_before.st_mtime_ns):
+            raise TrialFailed("a refused install.sh replaced the installed driver")
+
+    s.trial(f"install.sh as root, no --plugin-dir, while root's kubelet names {evil_dir}, a dir uid "
+            f"{NOBODY} owns", trusted_kubelet_untrusted_dir)
+
+    victim = "/etc/ax-hostile-victim"  # a root-owned file only root may read
+
+    def metrics_through(metrics_dir: str, link_dir: str, refused: bool):
+        with open(victim, "w") as handle:
+            handle.write("root's secret\n")
+        os.chmod(victim, 0o600)
+        victim_before = os.stat(victim)
+        with open("/proc/loadavg") as handle:
+            last_pid = int(handle.read().split()[4])  # the pid the kernel handed out last
+        # The names the temp file of the calls to come may take: every pid they may get.
+        for pid in range(last_pid + 1, last_pid + 3000):
+            os.symlink(victim, os.path.join(link_dir, f".{metrics.PROM_FILE}.{pid}"))
+        logged = len(node.log_lines())
+        pod = Pod(size_mb=64)
+        with config_with(f"metrics_dir = {metrics_dir}"):
+            s.mount(pod)
+            s.unmount(pod)
+            expect_one_object(s.kubelet.call("mount", pod.dir + "-x", '{"size_mb": "-1"}'))
+        after = os.stat(victim)
+        with open(victim) as handle:
+            kept = handle.read()
+        os.unlink(victim)
+        if kept != "root's secret\n" or after.st_mtime_ns != victim_before.st_mtime_ns:
+            raise TrialFailed(f"{victim} was written through a link in {link_dir}: it reads {kept[:80]!r}")
+        lines = node.log_lines()[logged:]
+        errors = [line.get("metrics_error", "") for line in lines]
+        written = os.path.exists(os.path.join(metrics_dir, metrics.PROM_FILE))
+        if refused:
+            if written:
+                raise TrialFailed(f"metrics were written into {metrics_dir}")
+            if len(lines) != 3 or not all("metrics dir refused" in e for e in errors):
+                raise TrialFailed(f"not every call's log line says metrics were refused: {errors}")
+        elif not written or any(errors):
+            raise TrialFailed(f"metrics not written into the trusted {metrics_dir}: {errors}")
+
+    def dir_of_another_user():
+        textfile = dir_of(NOBODY, "/tmp/ax-hostile-textfile")
+        metrics_through(textfile, textfile, refused=True)
+        node.run("rm", "-rf", textfile)
+
+    s.trial(f"metrics_dir owned by uid {NOBODY}, a link to a root-only file planted at the temp name of "
+            "every coming pid; a mount, an unmount and a refused mount", dir_of_another_user)
+
+    def under_a_dir_of_another_user():
+        home = dir_of(NOBODY, "/tmp/ax-hostile-home")
+        textfile = dir_of(0, f"{home}/textfile")
+        metrics_through(textfile, textfile, refused=True)
+        node.run("rm", "-rf", home)
+
+    s.trial(f"metrics_dir root's but inside a dir uid {NOBODY} owns (Debian's textfile dir under the "
+            "prometheus user's home), links planted as above", under_a_dir_of_another_user)
+
+    def leftover_link_in_a_trusted_dir():
+        textfile = dir_of(0, "/run/ax-hostile-textfile")
+        metrics_through(textfile, textfile, refused=False)
+        node.run("rm", "-rf", textfile)
+
+    s.trial("metrics_dir only root can change, a link left at the temp name of every coming pid: "
+            "metrics written, the link's target untouched", leftover_link_in_a_trusted_dir)
+
+    def above_the_size_cap():
+        cap = 128
+        free_mb = invariants.volume_group_sizes()[1] >> 20
+        # Without the cap this request fits only once the warm slab is evicted.
+        greedy = Pod(size_mb=free_mb + 32)
+        long_value = "k" * 5000
+        free_slabs = {name for name, view in node.slabs().items() if view.state == "free"}
+        if not free_slabs:
+            raise TrialFailed("no warm slab to lose: the trial would prove nothing")
+        with config_with(f"max_size_mb = {cap}"):
+            for pod, what in ((greedy, f"max_size_mb {cap}"),
+                              (Pod(size_mb=free_mb + 32, extra=(("cache_scope", long_value),)), "cache_scope")):
+                before = invariants.snapshot()
+                logged = len(node.log_lines())
+                reply = s.kubelet.mount(pod)
+                expect_one_object(reply)
+                if reply.ok or what not in reply.message:
+                    raise TrialFailed(f"a {pod.size_mb} MiB request above max_size_mb {cap} was not refused: {reply.raw[:300]}")
+                if invariants.snapshot() != before:
+                    raise TrialFailed(f"the refused request changed the node: "
+                                      f"{invariants.describe_difference(before, invariants.snapshot())}")
+                logged_messages = [line.get("message", "") for line in node.log_lines()[logged:]]
+                for text in [reply.message, *logged_messages]:
+                    if "k" * (options.SHOWN_CHARS + 1) in text:
+                        raise TrialFailed(f"more than {options.SHOWN_CHARS} characters of a pod's value echoed "
+                                          f"({len(text)} characters of message)")
+        still_free = {name for name, view in node.slabs().items() if view.state == "free"}
+        if still_free != free_slabs:
+            raise TrialFailed(f"warm slabs lost: {sorted(free_slabs - still_free)}")
+
+    s.trial("max_size_mb 128: a request above it that fits only by evicting the warm slab, then one with a "
+            "5,000-character cache_scope", above_the_size_cap)
 
 
 SCENARIOS = [

@@ -71,6 +71,66 @@ FINDINGS = [
     "each now runs and ends in turn, as pods on a full node do.",
 ]
 
+# What a hostile user of the node or a hostile pod tried (issue #14, items 1 to 3), what the
+# driver and the installer did, and which test shows it; kept here because the report is
+# rewritten on every run. Each entry: (what was tried, what held, the tests).
+SECURITY = [
+    ("An unprivileged user names a process `kubelet` (prctl PR_SET_NAME) with `--volume-plugin-dir` set to a "
+     "dir it owns, and waits for root to run `install.sh` without `--plugin-dir`, as the README says: before, "
+     "install.sh staged the driver there and ran the staged file for its checks, which the user could swap.",
+     "Only a kubelet root runs from a file only root can change chooses the plugin dir; that one is passed over "
+     "with a line naming its pid, the default dir is used, and nothing is created in the user's dir.",
+     "hostile trial \"install.sh as root, no --plugin-dir, while uid 65534 runs a process named kubelet\"; "
+     "tests/packaging/test_install.py (a process another user named kubelet)"),
+    ("Root's own kubelet names a plugin dir another user owns (or one group-writable, under another user's dir, "
+     "or a link).",
+     "install.sh refuses it, naming the dir and why; the installed driver is not replaced, nothing is staged.",
+     "hostile trial \"install.sh as root ... while root's kubelet names /tmp/ax-hostile-plugins\"; "
+     "tests/packaging/test_install.py (a plugin dir others can change is refused)"),
+    ("A config written so that a line-matching reader takes other values than the driver (a key in capitals, "
+     "`key: value`, a value continued on an indented line, a section the driver refuses), then "
+     "`uninstall.sh --purge`: before, sed read it, and the purge removed another volume group, log and run dir "
+     "than the driver's, or purged a config the driver refuses.",
+     "uninstall.sh reads the config with the driver's own parser (`ax-vol-plugin config`), runs that admin "
+     "command only if root alone can change it, and stops, removing nothing, on a config the driver refuses. "
+     "install.sh reads no value from the config: it writes it and checks it with `ax-vol-plugin doctor`.",
+     "tests/packaging/test_install.py (purge removes what the driver reads; refuses a config the driver "
+     "refuses; never runs an admin command others can change); tests/unit/admin/test_configuration.py"),
+    ("The owner of the metrics dir (Debian's textfile dir lies under the prometheus user's home) plants links "
+     "to a root-only file at `.ax_vol_plugin.prom.<pid>` for every coming pid; the same with a root-owned "
+     "metrics dir inside a dir that user owns: before, one rejected mount truncated the linked file.",
+     "The driver writes no metrics into a dir anyone but root can change: metrics are off, each call's log line "
+     "says why (`metrics_error`), and the linked file is untouched; the calls' answers are unchanged.",
+     "hostile trials \"metrics_dir owned by uid 65534 ...\" and \"metrics_dir root's but inside a dir uid 65534 "
+     "owns\"; tests/unit/test_metrics.py; tests/packaging/test_dist_and_install.py (links planted for the log "
+     "and the metrics)"),
+    ("A link left at the temp name in a metrics dir only root can change, and a link where the call log, its "
+     "rotations, the counters or a lock file will be.",
+     "Nothing is opened through a link (O_NOFOLLOW); a temp file is always new (O_EXCL): the link is removed, "
+     "not followed, and the metrics are written.",
+     "hostile trial \"metrics_dir only root can change, a link left at the temp name\"; "
+     "tests/unit/system/test_files.py"),
+    ("A pod asks for more than the whole free space, so that every other tenant's warm slab would be evicted "
+     "for it.",
+     "With `max_size_mb` set, a request above it is one clean JSON Failure naming the cap: nothing is created "
+     "or evicted, every free slab stays free (on a blank disk not even the volume group is made).",
+     "hostile trial \"max_size_mb 128 ...\"; tests/realkernel/test_space.py (more than max_size_mb creates "
+     "and evicts nothing); tests/unit/test_pool.py"),
+    ("A pod supplies a 5,000-character option value (or any long value) to fill kubelet's events and the "
+     "call log.",
+     "An error message quotes at most 80 characters of any pod-supplied value, with its length; the call log "
+     "line carries the same message.",
+     "hostile trial \"max_size_mb 128 ... then one with a 5,000-character cache_scope\"; "
+     "tests/unit/test_options.py (a long pod-supplied value is quoted to 80 characters)"),
+    ("Many tiny slabs to fill the volume group's LVM metadata area, after which every lvcreate and tag change "
+     "fails node-wide.",
+     "New slabs are refused (one clean JSON Failure naming the metadata area) while LVM's text still has room "
+     "for every free slab to be claimed; free slabs are evicted first, least recently used, to make room. "
+     "No lvcreate or tag change fails, warm slabs are still handed out and every unmount works.",
+     "tests/realkernel/test_space.py (new slabs are refused before the metadata area fills); "
+     "tests/unit/test_pool.py; faults trial \"volume group with a full metadata area\""),
+]
+
 
 def main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -182,6 +242,14 @@ def lane_of(run: dict) -> str:
     return f" in lane {run['lane']} beside the other" if run.get("lane") else ""
 
 
+def security_section() -> list:
+    """The report's lines on SECURITY, from the blank line that opens them."""
+    lines = ["", "## Security: what was tried, what held", "",
+             "What a hostile user of the node or a hostile pod tried against root (issue #14, items 1 to 3).", "",
+             "| tried | what held | shown by |", "|---|---|---|"]
+    return lines + [f"| {tried} | {held} | {shown} |" for tried, held, shown in SECURITY]
+
+
 def write_report(path: str, runs: list, missed: list, command: str = "") -> None:
     scenarios = merged_scenarios(runs)
     if not command:
@@ -221,6 +289,7 @@ def write_report(path: str, runs: list, missed: list, command: str = "") -> None
     lines += [f"- {m}" for m in missed]
     lines += ["", "## What these scenarios found, and what was changed", ""]
     lines += [f"- {finding}" for finding in FINDINGS]
+    lines += security_section()
     for s in scenarios:
         lines += ["", f"## {s['name']}: {s['title']}", ""]
         lines.append(f"{s['trials']} trials, {s['recoveries']} recoveries by kubelet's retry "
