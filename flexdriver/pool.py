@@ -201,18 +201,18 @@ class Pool:
 
 
 # LVM keeps its metadata as text in a circular area on each PV, and writes a change as a new whole
-# copy beside the old one: one copy may take at most half the area, less its 512-byte header
-# and a sector of alignment. `vgs` reports as free what the current copy leaves of the area.
+# copy beside the old one: one copy may take at most half the area (less its 512-byte header).
+# `vgs` reports as vg_mda_free what that half leaves beside the current copy, in whole sectors;
+# a new copy also starts on a sector boundary, which may cost one more.
 MDA_HEADER_BYTES = 512
+SECTOR_BYTES = 512
 
 
 def metadata_headroom(mda_free: int | None, mda_size: int | None) -> int | None:
     """Bytes the metadata text can still grow by, from LVM's vg_mda_free and vg_mda_size."""
     if mda_free is None or not mda_size:
         return None
-    in_use = mda_size - MDA_HEADER_BYTES - mda_free
-    largest_copy = (mda_size - MDA_HEADER_BYTES) // 2 - 512
-    return largest_copy - in_use
+    return mda_free - SECTOR_BYTES
 
 
 # A slab's share of the metadata text: its LV section with a segment and its tags (about 1.3 KB

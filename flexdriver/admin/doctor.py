@@ -137,9 +137,10 @@ def metadata_space(pool: Pool, free_bytes: Optional[int], size_bytes: Optional[i
             name, False, f"vgs does not report the metadata area of {pool.volume_group}",
             "see vgs -o vg_mda_free,vg_mda_size",
         )
-    # LVM writes each change as a new copy beside the old one: the text may fill half the area.
+    # LVM writes each change as a new copy beside the old one: the text may fill half the area,
+    # and what vgs reports free is what that half leaves.
     room = metadata_headroom(free_bytes, size_bytes) or 0
-    largest = metadata_headroom(size_bytes - MDA_HEADER_BYTES, size_bytes) or 1
+    largest = metadata_headroom((size_bytes - MDA_HEADER_BYTES) // 2, size_bytes) or 1
     detail = (f"{max(room, 0) // 1024} KiB of {largest // 1024} KiB left for the metadata text "
               f"({size_bytes // 1024} KiB area), {len(pool.slabs)} slab(s)")
     if room < largest * METADATA_LOW:

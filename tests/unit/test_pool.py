@@ -627,12 +627,11 @@ def test_release_uses_the_usage_in_the_tags_when_nothing_could_be_measured():
 # ---- LVM's metadata area (#14 item 3) ----------------------------------------------------------
 
 
-def test_metadata_headroom_is_what_one_copy_may_still_grow_by():
-    # A 1 MiB area holding 7 KiB of text: one copy may be at most (1 MiB - 512) / 2 - 512 bytes.
-    assert metadata_headroom(1040896, 1048576) == (1048576 - 512) // 2 - 512 - 7168
+def test_metadata_headroom_is_what_lvm_reports_free_less_a_sector_of_alignment():
+    # LVM's vg_mda_free already counts only the half of the area one copy may take.
+    assert metadata_headroom(516096, 1048576) == 516096 - 512
     assert metadata_headroom(None, 1048576) is None and metadata_headroom(1000, 0) is None
-    # Past half the area LVM can write no new copy at all: no room, however much "free".
-    assert metadata_headroom(400_000, 1048576) < 0
+    assert metadata_headroom(0, 1048576) < 0
 
 
 def pool_with_metadata(*slabs, headroom: int, vg_free_mb: int = 10 * 1024):

@@ -19,7 +19,7 @@ __all__ = ["DEAD", "VG", "AdminNode", "slab", "me"]
 class AdminNode(SimulatedNode):
     def __init__(self, lock_path: str) -> None:
         super().__init__(lock_path)
-        self.mda = (6 << 20, 8 << 20)  # vg_mda_free, vg_mda_size
+        self.mda = (3 << 20, 8 << 20)  # vg_mda_free (of the half one copy may take), vg_mda_size
         self.signatures = ""  # blkid -p -o export output for the device; '' when blank
 
     def run(self, argv, *, timeout: float = 120.0, ok_codes=(0,)) -> Completed:

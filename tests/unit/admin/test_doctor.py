@@ -110,7 +110,7 @@ def test_a_healthy_pool_says_what_it_holds(prerequisites, node, invoke, kubelet_
     assert lines["slab tags"] == "ok  slab tags: all 2 slab(s) readable"
     assert lines["slab mounts"] == "ok  slab mounts: 1 mounted, each on its own dir"
     assert lines["volume group metadata"] == (
-        "ok  volume group metadata: 2047 KiB of 4095 KiB left for the metadata text (8192 KiB area), 2 slab(s)")
+        "ok  volume group metadata: 3071 KiB of 4095 KiB left for the metadata text (8192 KiB area), 2 slab(s)")
 
 
 def test_every_kind_of_trouble_is_one_failed_line(prerequisites, node, invoke, kubelet_dir, tmp_path):
@@ -123,7 +123,7 @@ def test_every_kind_of_trouble_is_one_failed_line(prerequisites, node, invoke, k
     node.add(slab("slab-free", State.FREE, 6, released_at=5))
     node.mounts.append(MountEntry(str(tmp_path), (253, 6), "ext4", "/dev/mapper/vg--ax-slab--free"))
     node.volumes["slab-odd"] = {"size": 4 * MIB, "tags": {"ax.slab", "ax.type=graph"}, "device": (253, 9)}
-    node.mda = (900 << 10, 8 << 20)
+    node.mda = (300 << 10, 8 << 20)
     result = invoke("doctor", "--prerequisites")
     assert result.exit_code == EXIT_OK
     result = invoke("doctor")
@@ -141,7 +141,7 @@ def test_every_kind_of_trouble_is_one_failed_line(prerequisites, node, invoke, k
     )
     assert lines["slab mounts"].startswith(f"FAIL slab mounts: slab-free is mounted on {tmp_path} but tagged free -> ")
     assert lines["volume group metadata"].startswith(
-        "FAIL volume group metadata: low: 0 KiB of 4095 KiB left for the metadata text (8192 KiB area), 6 slab(s) "
+        "FAIL volume group metadata: low: 299 KiB of 4095 KiB left for the metadata text (8192 KiB area), 6 slab(s) "
         "-> evict free slabs"
     )
 
