@@ -6,7 +6,8 @@ latency moves as they grow; extrapolated to 10,000 pods and checked against targ
                                   [--report docs/soak.md]
 
 --driver-from measures the driver built at an earlier revision instead (its report goes to
-.vm/ unless --report says otherwise); --before puts such a run's figures beside this one's.
+.vm/ unless --report says otherwise); --before puts such a run's figures beside this one's;
+--from-results writes the report again from a finished run's results.
 The report is also the soak section of docs/reliability.md (tests/vm/reliability_suite.py
 includes it when it writes that file; this run replaces it there). Exit status: non-zero if a
 target is missed or the guest could not run.
@@ -84,7 +85,8 @@ def verdicts(results: dict) -> list:
         ("call log", f"{last['log_bytes'] / 1e3:.0f} kB in {last['log_files']} files",
          f"{log_at / MB:.1f} MB written" + (f", at most {log_cap / MB:.0f} MB kept (rotation)" if log_cap else ""),
          "bounded by rotation", bool(log_cap)),
-        ("median call latency, last block / first", f"{ratio:.2f}x", f"{latency_trend(blocks):.2f}x (trend)",
+        ("median call latency, last block / first", f"{ratio:.2f}x",
+         f"{latency_trend(blocks):.2f}x (trend)" if len(blocks) >= 3 else "- (a trend needs 3 blocks)",
          f"< {LATENCY_TARGET_RATIO}x", ratio < LATENCY_TARGET_RATIO),
     ]
     restore = results.get("restore")
@@ -172,11 +174,11 @@ def render(results: dict, before: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def reliability_section(path: str = REPORT) -> list:
+def reliability_section(path: str = "") -> list:
     """docs/soak.md as lines for docs/reliability.md, between markers (so that a soak run can
     replace it there without a reliability run); nothing when there is no soak report yet."""
     try:
-        with open(path) as handle:
+        with open(path or REPORT) as handle:
             text = handle.read().strip()
     except FileNotFoundError:
         return []
@@ -185,7 +187,7 @@ def reliability_section(path: str = REPORT) -> list:
     return [BEGIN, *body, END]
 
 
-def replace_in_reliability(path: str = RELIABILITY, report: str = REPORT) -> bool:
+def replace_in_reliability(path: str = RELIABILITY, report: str = "") -> bool:
     """Put the soak report into docs/reliability.md's soak section, or append one."""
     try:
         with open(path) as handle:
@@ -213,7 +215,17 @@ def main(argv) -> int:
     parser.add_argument("--driver-from", default="", metavar="REV", help="measure the driver built at REV")
     parser.add_argument("--before", default="", metavar="RESULTS", help="an earlier run's soak.json to report beside")
     parser.add_argument("--report", default="")
+    parser.add_argument("--from-results", default="", metavar="RESULTS",
+                        help="write the report from a finished run's soak.json, booting nothing")
     args = parser.parse_args(argv)
+    before = None
+    if args.before:
+        with open(args.before) as handle:
+            before = json.load(handle)
+    if args.from_results:
+        with open(args.from_results) as handle:
+            results = json.load(handle)
+        return write(results, before, args.report or REPORT, args.from_results, 0)
     subprocess.run([os.path.join(REPO, "packaging", "build")], check=True, stdout=subprocess.DEVNULL)
     revision = args.driver_from or subprocess.run(
         ["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
@@ -247,10 +259,10 @@ def main(argv) -> int:
                    log_cap_bytes=default_log_cap())
     with open(out, "w") as handle:
         json.dump(results, handle, indent=1)
-    before = None
-    if args.before:
-        with open(args.before) as handle:
-            before = json.load(handle)
+    return write(results, before, report, out, rc)
+
+
+def write(results: dict, before: dict | None, report: str, out: str, rc: int) -> int:
     text = render(results, before)
     print(text)
     os.makedirs(os.path.dirname(report), exist_ok=True)

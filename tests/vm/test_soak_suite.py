@@ -89,3 +89,16 @@ def test_the_report_lands_in_the_reliability_doc_and_a_second_run_replaces_it(tm
 
 def test_no_soak_report_yet_adds_nothing(tmp_path):
     assert soak_suite.reliability_section(str(tmp_path / "missing.md")) == []
+
+
+def test_a_reliability_report_written_again_keeps_the_soak_section(tmp_path, monkeypatch):
+    from tests.vm import reliability_suite
+
+    soak = tmp_path / "soak.md"
+    soak.write_text("# Soak: what pod after pod leaves on a node\n\n| pods |\n")
+    monkeypatch.setattr(soak_suite, "REPORT", str(soak))
+    report = tmp_path / "reliability.md"
+    reliability_suite.write_report(str(report), [], [])
+    text = report.read_text()
+    assert text.startswith("# Reliability")
+    assert f"{soak_suite.BEGIN}\n## Soak: what pod after pod leaves on a node\n\n| pods |\n{soak_suite.END}" in text
