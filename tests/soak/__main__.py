@@ -169,11 +169,17 @@ def restore_check() -> dict:
 
 
 def lvm_settings() -> dict:
-    shown = node.run("lvmconfig", "--type", "full", "backup/retain_min", "backup/retain_days", check=False)
-    settings = dict(line.strip().split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
-    if not settings:
-        return {"node_lvmconfig": (shown.stdout + shown.stderr).strip()[-300:]}
-    return {"node_" + key: value for key, value in settings.items()}
+    """The archive settings the node's LVM runs with: lvm.conf's, else LVM's built-in defaults
+    (a node may have no lvm.conf at all, as this guest's fresh /etc/lvm has not)."""
+    found = {}
+    for key in ("retain_min", "retain_days"):
+        for kind in ("current", "default"):
+            shown = node.run("lvmconfig", "--type", kind, f"backup/{key}", check=False).stdout
+            value = shown.strip().lstrip("#").strip().partition("=")[2]
+            if value:
+                found["node_" + key] = value if kind == "current" else f"{value} (LVM's default)"
+                break
+    return found
 
 
 def main(argv) -> int:
@@ -213,7 +219,8 @@ def main(argv) -> int:
         results["blocks"].append(block)
         save()
         print(f"soak: {done} cycles: /etc/lvm {block['etc_lvm_bytes'] / 1e6:.2f} MB in {block['etc_lvm_files']} files, "
-              f"metadata {block['mda_used'] / 1e3:.0f} kB, log {block['log_bytes'] / 1e3:.0f} kB, "
+              f"metadata {block['metadata_bytes'] / 1e3:.0f} kB ({block['mda_free'] / 1e3:.0f} kB free), "
+              f"log {block['log_bytes'] / 1e3:.0f} kB, "
               f"median {block['median_s']:.2f} s, p90 {block['p90_s']:.2f} s, {block['seconds']:.0f} s", flush=True)
     node.check_pool(residents)
     for pod in residents:

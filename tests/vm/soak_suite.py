@@ -41,8 +41,8 @@ MB = 1_000_000
 def slope_per_pod(blocks: list, key: str) -> float:
     """Growth per pod after the first block (which also holds the pool's warm-up: first slabs of
     each size, LVM's first archive files), from its end to the last block's end."""
-    if len(blocks) < 2:
-        return 0.0
+    if len(blocks) < 2:  # no block after the first: as it grew from an empty node
+        return blocks[-1][key] / blocks[-1]["cycles"]
     first, last = blocks[0], blocks[-1]
     return (last[key] - first[key]) / (last["cycles"] - first["cycles"])
 
