@@ -1,6 +1,6 @@
 """Inside the VM: pod cycles through the installed driver, kubelet's way, and what they leave behind.
 
-    python -m tests.soak --cycles 500 --block 100 --streams 2 --out RESULTS.json [--driver FILE]
+    python -m tests.soak --cycles 500 --block 100 --streams 3 --out RESULTS.json [--driver FILE]
 
 A cycle is one pod: mount, write, unmount, its dir removed. Sizes and filesystems come in a fixed
 mix; every HEAVY_EVERY-th pod fills its slab past the usage threshold, so that unmount deletes it
