@@ -74,7 +74,7 @@ reliability: $(STAMP) $(VIRTIOFSD_STAMP) build
 reliability-short: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m tests.vm.reliability_suite --level short --report .vm/reliability-short.md
 
-# Not part of make test: about 20 minutes of VM time on its own.
+# Not part of make test: about 21 minutes of VM time on its own.
 SOAK_ARGS ?=
 soak: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m tests.vm.soak_suite $(SOAK_ARGS)
