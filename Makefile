@@ -2,6 +2,8 @@
 # make test   lint, unit tests, the real-kernel suite (two VM boots) and the short reliability run
 #             (one boot), each phase timed, with a table of their minutes at the end
 # make reliability  the full reliability run, which writes docs/reliability.md
+# make soak   500 pod cycles in a VM: LVM's archive and metadata, the log and call latency per 100,
+#             extrapolated to 10,000 pods (docs/soak.md, and its section of docs/reliability.md)
 # make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)
 # make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv;
 #             virtiofsd built with cargo into the cache dir (outside the repo)
@@ -23,7 +25,7 @@ CARGO   ?= $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 PHASE   := python3 tests/phases.py
 RELIABILITY_LEVEL ?= full
 
-.PHONY: deps build deb test unit realkernel reliability reliability-short lint demo bench clean
+.PHONY: deps build deb test unit realkernel reliability reliability-short soak lint demo bench clean
 
 $(STAMP): requirements-test.txt
 	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
@@ -71,6 +73,11 @@ reliability: $(STAMP) $(VIRTIOFSD_STAMP) build
 # The short level inside `make test`: its report goes under .vm, docs/ keeps the full run's.
 reliability-short: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m tests.vm.reliability_suite --level short --report .vm/reliability-short.md
+
+# Not part of make test: about 21 minutes of VM time on its own.
+SOAK_ARGS ?=
+soak: $(STAMP) $(VIRTIOFSD_STAMP) build
+	$(PYTHON) -m tests.vm.soak_suite $(SOAK_ARGS)
 
 test: deps
 	@$(PHASE) test lint unit realkernel reliability-short

@@ -27,6 +27,18 @@ LVM_TIMEOUT_S = 120.0
 # rows, fields in LV_FIELDS order after VG_FIELDS, joined by a character LVM allows in no name or tag.
 SEPARATOR = "|"
 SHELL_REPORT = ["--noheadings", "--units", "b", "--nosuffix", "--separator", SEPARATOR]
+# Before every metadata change LVM archives the whole volume group's metadata under
+# /etc/lvm/archive, and prunes only files older than backup/retain_days (30 by default;
+# retain_min is a floor on their number, not a cap). The driver changes tags a few times per pod,
+# so a CI node doing 1,000 pods a day would keep tens of thousands of copies of the whole pool's
+# metadata, and LVM lists that dir on every change. With retain_days=0 LVM's own pruning keeps
+# the node's retain_min newest archives (lvm.conf; 10 by default) and drops the rest at the next
+# change, old ones included. /etc/lvm/backup/<vg>, the current metadata that vgcfgrestore restores,
+# is still written on every change. Given per command it overrides that one setting for the
+# driver's own commands only (the node's lvm.conf is left as it is), and it is a plain argument,
+# so the lvm shell takes it as the single commands do (LVM applies a shell command's --config to
+# that command alone).
+BOUNDED_ARCHIVE = ["--config", "backup/retain_days=0"]
 
 
 @record
@@ -124,7 +136,7 @@ class LVM:
         # fails; 8 MiB holds thousands, costs under 1% of any disk worth pooling, and only the
         # text in use is ever read or written, so a big area does not slow LVM down.
         self.runner.run(
-            ["vgcreate", "--yes", "--metadatasize", "8m", self.vg, device], timeout=self.timeout_s
+            ["vgcreate", "--yes", "--metadatasize", "8m", self.vg, device, *BOUNDED_ARCHIVE], timeout=self.timeout_s
         )
 
     def create(self, name: str, size_bytes: int, tags: Iterable[str]) -> None:
@@ -134,7 +146,7 @@ class LVM:
         ]
         for tag in sorted(tags):
             argv += ["--addtag", tag]
-        argv.append(self.vg)
+        argv += [self.vg, *BOUNDED_ARCHIVE]
         if not self._create_in_shell(argv, name, set(tags)):
             self.runner.run(argv, timeout=self.timeout_s)
 
@@ -179,8 +191,9 @@ class LVM:
         if len(argv) == 1:
             return
         target = f"{self.vg}/{name}"
-        if not self._retag_in_shell(argv + [target], target, add, delete):
-            self.runner.run(argv + [target], timeout=self.timeout_s)
+        argv += [target, *BOUNDED_ARCHIVE]
+        if not self._retag_in_shell(argv, target, add, delete):
+            self.runner.run(argv, timeout=self.timeout_s)
 
     def _retag_in_shell(self, argv: list[str], target: str, add: set[str], delete: set[str]) -> bool:
         """True when the shell made the change, as the LV's tags read back afterwards show.
@@ -201,7 +214,7 @@ class LVM:
         raise CommandFailed(argv, 5, change.stderr)
 
     def activate(self, name: str) -> None:
-        self.runner.run(["lvchange", "--activate", "y", f"{self.vg}/{name}"], timeout=self.timeout_s)
+        self.runner.run(["lvchange", "--activate", "y", f"{self.vg}/{name}", *BOUNDED_ARCHIVE], timeout=self.timeout_s)
 
     def remove(self, names: Sequence[str]) -> tuple[str, ...]:
         """Remove these LVs; returns those LVM could not remove, for the caller to leave for later.
@@ -214,7 +227,8 @@ class LVM:
         if not names:
             return ()
         try:
-            self.runner.run(["lvremove", "--yes", *[f"{self.vg}/{n}" for n in names]], timeout=self.timeout_s)
+            self.runner.run(["lvremove", "--yes", *[f"{self.vg}/{n}" for n in names], *BOUNDED_ARCHIVE],
+                            timeout=self.timeout_s)
             return ()
         except CommandTimedOut:
             raise
@@ -223,7 +237,7 @@ class LVM:
         left = []
         for name in names:
             try:
-                self.runner.run(["lvremove", "--yes", f"{self.vg}/{name}"], timeout=self.timeout_s)
+                self.runner.run(["lvremove", "--yes", f"{self.vg}/{name}", *BOUNDED_ARCHIVE], timeout=self.timeout_s)
             except CommandTimedOut:
                 raise
             except CommandFailed as err:

@@ -292,10 +292,11 @@ def log_lines() -> List[dict]:
 SCRATCH_DISK, NODE_DISK = "/dev/vda", "/dev/vdb"
 
 
-def set_up_blank_node(manifest: dict, purpose: str) -> str:
+def set_up_blank_node(manifest: dict, purpose: str, driver: str = "") -> str:
     """The admin's steps on a fresh node in the VM: kubelet's dir on its own disk, the config
     naming the slab disk, the driver installed as the docs say. Refuses unless both disks are the
-    blank images the host made for this run (by exact size). Returns what the installer said."""
+    blank images the host made for this run (by exact size). `driver`: another build than
+    dist/vol_plugin (an earlier revision's, for before/after figures). Returns what the installer said."""
     import sys
 
     for device in (SCRATCH_DISK, NODE_DISK):
@@ -309,4 +310,5 @@ def set_up_blank_node(manifest: dict, purpose: str) -> str:
     with open("/etc/ax-vol-plugin/vol_plugin.conf", "w") as handle:
         handle.write(f"[vol_plugin]\ndevice = {SCRATCH_DISK}\n")
     repo = os.getcwd()
-    return run(f"{repo}/install/install.sh", "--plugin-dir", PLUGIN_DIR, "--driver", f"{repo}/dist/vol_plugin").stdout.strip()
+    driver = driver or f"{repo}/dist/vol_plugin"
+    return run(f"{repo}/install/install.sh", "--plugin-dir", PLUGIN_DIR, "--driver", driver).stdout.strip()

@@ -47,7 +47,7 @@ def test_the_simulated_nodes_lvm_shell_answers_lvm_shell_py_as_lvm_does(tmp_path
     shell = LVMShell(node, timeout_s=5.0)
     report = shell.run(["lvs", "--noheadings", "--separator", "|", "-o", "lv_name,lv_size", "vg-ax/slab-1"])
     assert (report.report, report.stdout, report.stderr) == (f"  slab-1|{1024 * MIB}\n", "", "")
-    failed = shell.run(["lvchange", "--addtag", "ax.x", "vg-ax/gone"])
+    failed = shell.run(["lvchange", "--addtag", "ax.x", "vg-ax/gone", "--config", "backup/retain_days=0"])
     assert (failed.report, failed.stderr) == ("", 'Failed to find logical volume "vg-ax/gone"')
     assert node.programs() == ["lvchange"], "the read of one LV is no step; the failed change is"
     with pytest.raises(AssertionError, match=r"no handler for \['lvextend'"):

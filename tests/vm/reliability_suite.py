@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from . import soak_suite
 from .launch import LANE_CPUS, REPO, boot, in_lanes, make_disks, say
 from .realkernel_suite import DISKS_MB
 
@@ -302,6 +303,10 @@ def write_report(path: str, runs: list, missed: list, command: str = "") -> None
         if s["problems"]:
             lines += ["", "Problems found:", ""]
             lines += [f"- {problem}".replace("\n", " ") for problem in s["problems"]]
+    # make soak's report (docs/soak.md) is a section of this file: kept when this file is rewritten.
+    soak = soak_suite.reliability_section()
+    if soak:
+        lines += ["", *soak]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")

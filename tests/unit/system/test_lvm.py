@@ -17,6 +17,9 @@ LVS = ["lvs", *REPORT, "-o",
        "lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor", "vg-ax"]
 VGS_FIELDS = ["vgs", *REPORT, "-o", "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size", "vg-ax"]
 VGS_NAMES = ["vgs", *REPORT, "-o", "vg_name"]
+# On every command that changes metadata: LVM's archive keeps the node's retain_min newest files
+# instead of every file younger than 30 days.
+BOUNDED = ["--config", "backup/retain_days=0"]
 
 LVS_JSON = json.dumps({"report": [{"lv": [
     {"vg_name": "vg-ax", "vg_size": "8585740288", "vg_free": "7511998464", "vg_extent_size": "4194304",
@@ -107,7 +110,7 @@ def test_volume_group_names(runner, lvm):
 def test_create_volume_group(runner, lvm):
     runner.reply(["vgcreate"])
     lvm.create_volume_group("/dev/xvdz")
-    assert runner.calls == [["vgcreate", "--yes", "--metadatasize", "8m", "vg-ax", "/dev/xvdz"]]
+    assert runner.calls == [["vgcreate", "--yes", "--metadatasize", "8m", "vg-ax", "/dev/xvdz", *BOUNDED]]
 
 
 def test_create_adds_every_tag_in_sorted_order(runner, lvm):
@@ -117,7 +120,7 @@ def test_create_adds_every_tag_in_sorted_order(runner, lvm):
         "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
         "--size", "1073741824b", "--name", "slab-1",
         "--addtag", "ax.fs=xfs", "--addtag", "ax.slab", "--addtag", "ax.state=creating",
-        "vg-ax",
+        "vg-ax", *BOUNDED,
     ]]
     assert runner.timeouts == [120.0]
 
@@ -133,7 +136,7 @@ def test_retag_swaps_tags_in_one_lvchange(runner, lvm):
         "lvchange",
         "--deltag", "ax.creator=b:1:2", "--deltag", "ax.state=creating",
         "--addtag", "ax.pod=p", "--addtag", "ax.state=used",
-        "vg-ax/slab-1",
+        "vg-ax/slab-1", *BOUNDED,
     ]]
 
 
@@ -146,13 +149,48 @@ def test_retag_without_change_runs_nothing(runner, lvm):
 def test_activate(runner, lvm):
     runner.reply(["lvchange", "--activate", "y"])
     lvm.activate("slab-1")
-    assert runner.calls == [["lvchange", "--activate", "y", "vg-ax/slab-1"]]
+    assert runner.calls == [["lvchange", "--activate", "y", "vg-ax/slab-1", *BOUNDED]]
 
 
 def test_remove_takes_all_names_in_one_call(runner, lvm):
     runner.reply(["lvremove"])
     lvm.remove(["slab-1", "slab-2"])
-    assert runner.calls == [["lvremove", "--yes", "vg-ax/slab-1", "vg-ax/slab-2"]]
+    assert runner.calls == [["lvremove", "--yes", "vg-ax/slab-1", "vg-ax/slab-2", *BOUNDED]]
+
+
+def test_every_change_bounds_the_archive_and_no_read_carries_it(runner, lvm):
+    """LVM archives before each metadata change: each one the driver and the admin command make
+    goes through here, reads write nothing and need no bound."""
+    runner.reply(["lvs"], stdout=LVS_JSON)
+    runner.reply(VGS_NAMES, stdout=names_json("vg-ax"))
+    for change in ("vgcreate", "lvcreate", "lvchange", "lvremove"):
+        runner.reply([change])
+    lvm.create_volume_group("/dev/xvdz")
+    lvm.create("slab-1", 1 << 30, {"ax.slab"})
+    lvm.retag("slab-1", add={"ax.state=used"}, delete={"ax.state=free"})
+    lvm.activate("slab-1")
+    lvm.remove(["slab-1"])
+    lvm.report()
+    lvm.volume_group_names()
+    changes = [argv for argv in runner.calls if argv[0] not in ("lvs", "vgs")]
+    assert [argv[0] for argv in changes] == ["vgcreate", "lvcreate", "lvchange", "lvchange", "lvremove"]
+    assert all(argv[-2:] == BOUNDED for argv in changes)
+    assert not any("--config" in argv for argv in runner.calls if argv[0] in ("lvs", "vgs"))
+
+
+def test_the_bound_is_an_argument_the_lvm_shell_passes_unchanged():
+    from flexdriver.system.lvm import BOUNDED_ARCHIVE
+    from flexdriver.system.lvm_shell import LVMShell
+
+    assert BOUNDED_ARCHIVE == BOUNDED and LVMShell.accepts(BOUNDED_ARCHIVE)
+
+
+def test_a_failed_batch_retried_alone_still_bounds_the_archive(runner, lvm):
+    runner.reply(["lvremove"])
+    runner.fail(["lvremove", "--yes", "vg-ax/slab-1", "vg-ax/slab-2"], stderr="contains a filesystem in use.")
+    runner.fail(["lvremove", "--yes", "vg-ax/slab-2"], stderr="contains a filesystem in use.")
+    lvm.remove(["slab-1", "slab-2"])
+    assert runner.calls[1:] == [["lvremove", "--yes", "vg-ax/slab-1", *BOUNDED], ["lvremove", "--yes", "vg-ax/slab-2", *BOUNDED]]
 
 
 def test_remove_of_nothing_runs_nothing(runner, lvm):
@@ -251,7 +289,8 @@ def test_retag_through_the_shell_reads_the_tags_back(runner):
     shell = FakeShell({"lvs": ("  ax.slab,ax.pod=p,ax.state=used\n", "")})
     LVM(runner, "vg-ax", shell=shell).retag("slab-1", add={"ax.state=used", "ax.pod=p"}, delete={"ax.state=free"})
     assert shell.calls == [
-        ["lvchange", "--deltag", "ax.state=free", "--addtag", "ax.pod=p", "--addtag", "ax.state=used", "vg-ax/slab-1"],
+        ["lvchange", "--deltag", "ax.state=free", "--addtag", "ax.pod=p", "--addtag", "ax.state=used", "vg-ax/slab-1",
+         *BOUNDED],
         ["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|", "-o", "lv_tags", "vg-ax/slab-1"],
     ]
     assert runner.calls == []
@@ -270,7 +309,8 @@ def test_retag_whose_outcome_the_shell_cannot_tell_runs_the_single_command(runne
     shell = FakeShell(unavailable={"lvs"})
     runner.reply(["lvchange"])
     LVM(runner, "vg-ax", shell=shell).retag("slab-1", add={"ax.state=used"}, delete={"ax.state=free"})
-    assert runner.calls == [["lvchange", "--deltag", "ax.state=free", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
+    assert runner.calls == [["lvchange", "--deltag", "ax.state=free", "--addtag", "ax.state=used", "vg-ax/slab-1",
+                             *BOUNDED]]
 
 
 def test_without_the_shell_every_command_is_a_single_one(runner):
@@ -280,7 +320,7 @@ def test_without_the_shell_every_command_is_a_single_one(runner):
     lvm = LVM(runner, "vg-ax", shell=shell)
     assert lvm.report().volumes[0].name == "slab-abc"
     lvm.retag("slab-1", add={"ax.state=used"}, delete=())
-    assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
+    assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1", *BOUNDED]]
 
 
 def test_every_runner_gets_the_shell_and_one_that_cannot_start_it_runs_single_commands(runner):
@@ -297,11 +337,12 @@ def test_every_runner_gets_the_shell_and_one_that_cannot_start_it_runs_single_co
     assert lvm.report().volumes[0].name == "slab-abc"
     lvm.retag("slab-1", add={"ax.state=used"}, delete=())
     assert runner.conversations == ["lvm"], "asked once; not again in the same call once it failed"
-    assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1"]]
+    assert runner.calls == [LVS, ["lvchange", "--addtag", "ax.state=used", "vg-ax/slab-1", *BOUNDED]]
 
 
 CREATE = ["lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
-          "--size", "1073741824b", "--name", "slab-1", "--addtag", "ax.slab", "--addtag", "ax.state=creating", "vg-ax"]
+          "--size", "1073741824b", "--name", "slab-1", "--addtag", "ax.slab", "--addtag", "ax.state=creating", "vg-ax",
+          *BOUNDED]
 CREATED_CHECK = ["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|", "-o", "lv_active,lv_tags",
                  "vg-ax/slab-1"]
 
