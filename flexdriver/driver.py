@@ -36,6 +36,7 @@ from .pool import (
     all_tags,
     check_size_cap,
     fits_after_removal,
+    measure_first,
     plan_mount,
     plan_release,
     state_tags,
@@ -213,7 +214,7 @@ class Driver:
             if slab.device == existing.device and slab.mount_dir == path:
                 self.record.note(slab=slab.name, decision=Decision.ALREADY_MOUNTED)
                 if slab.state is State.CLAIMED:  # the call that mounted it died before the last step
-                    measure = plan_release(slab, None, self.config.usage_threshold) is Release.MEASURE_FIRST
+                    measure = measure_first(slab, self.config.usage_threshold)
                     self._finish_claim(slab, path, dm_path(self.config.volume_group, slab.name), measure)
                 return f"slab {slab.name} is already mounted on {path}"
         raise DriverError(f"{path} already has {existing.source} ({existing.fs_type}) mounted on it, not a slab of this driver")

@@ -352,8 +352,12 @@ def fits_after_removal(pool: Pool, plan: MountPlan, left: Sequence[Slab]) -> boo
 
 
 def _reuse(slab: Slab, remove: tuple[Slab, ...], threshold: float) -> MountPlan:
-    measure = plan_release(slab, None, threshold) is Release.MEASURE_FIRST
-    return MountPlan(Action.REUSE, slab, remove=remove, measure=measure)
+    return MountPlan(Action.REUSE, slab, remove=remove, measure=measure_first(slab, threshold))
+
+
+def measure_first(slab: Slab, threshold: float) -> bool:
+    """Whether a slab must be measured before a pod gets it: nobody has measured it."""
+    return plan_release(slab, None, threshold) is Release.MEASURE_FIRST
 
 
 def _others(garbage: Sequence[Slab], keep: Slab) -> tuple[Slab, ...]:
