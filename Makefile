@@ -5,13 +5,16 @@
 # make soak   500 pod cycles in a VM: LVM's archive and metadata, the log and call latency per 100,
 #             extrapolated to 10,000 pods (docs/soak.md, and its section of docs/reliability.md)
 # make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)
+# make e2e    the real kubelet (built from the Go module proxy by make e2e-deps) with containerd
+#             and pods from examples/, in a VM (docs/e2e.md)
 # make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv;
 #             virtiofsd built with cargo into the cache dir (outside the repo)
 
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace \
-            docker.io apparmor busybox-static lintian inotify-tools prometheus
+            docker.io apparmor busybox-static lintian inotify-tools prometheus \
+            containernetworking-plugins
 STAMP   := $(VENV)/.deps-installed
 # Build outputs the VM tooling needs (virtiofsd), kept outside the repo and reused by later runs.
 AX_CACHE_DIR ?= $(HOME)/.cache/ax-vol-plugin
@@ -25,13 +28,14 @@ CARGO   ?= $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 PHASE   := python3 tests/phases.py
 RELIABILITY_LEVEL ?= full
 
-.PHONY: deps build deb test unit realkernel reliability reliability-short soak lint demo bench clean
+.PHONY: deps build deb test unit realkernel reliability reliability-short soak lint demo bench clean e2e e2e-deps
 
 $(STAMP): requirements-test.txt
 	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
 	    ! command -v lvcreate >/dev/null || ! command -v mkfs.xfs >/dev/null || ! command -v strace >/dev/null || \
 	    ! command -v dockerd >/dev/null || ! command -v apparmor_parser >/dev/null || ! test -x /bin/busybox || \
-	    ! command -v lintian >/dev/null || ! command -v inotifywait >/dev/null || ! command -v promtool >/dev/null; then \
+	    ! command -v lintian >/dev/null || ! command -v inotifywait >/dev/null || ! command -v promtool >/dev/null || \
+	    ! test -x /usr/lib/cni/bridge; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PKGS); \
 	fi
 	@# kubectl (for `kubectl kustomize`): Debian's kubernetes-client, unless the machine has a kubectl already.
@@ -78,6 +82,13 @@ reliability-short: $(STAMP) $(VIRTIOFSD_STAMP) build
 SOAK_ARGS ?=
 soak: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m tests.vm.soak_suite $(SOAK_ARGS)
+
+# kubelet and kube-apiserver at the release tests/e2e/build.py pins, into the cache dir; reused.
+e2e-deps: $(STAMP)
+	$(PYTHON) -m tests.e2e.build
+
+e2e: $(STAMP) $(VIRTIOFSD_STAMP) build e2e-deps
+	$(PYTHON) -m tests.vm.e2e_suite
 
 test: deps
 	@$(PHASE) test lint unit realkernel reliability-short

@@ -1,0 +1,90 @@
+"""Setup for the end-to-end suite, which runs inside a throw-away VM (tests/vm/e2e_suite.py):
+the node's disk, the driver installed as the docs say, containerd with the local images, kubelet.
+
+Like the real-kernel suite it wipes block devices, so it first proves it is in that VM and that
+each device is one of the blank images the host made for this run (by exact size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from . import cluster
+
+CONFIG_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
+SCRATCH = "/dev/vda"  # the slab disk
+NODE_DISK = "/dev/vdb"  # kubelet's dir, containerd's images, the manifests: survives the reboot
+# Kernel modules a CI node loads for pods: their veth and bridge, dockerd's bridge and overlay2.
+MODULES = ("bridge", "veth", "overlay", "br_netfilter", "nf_conntrack")
+
+
+def _manifest() -> dict:
+    path = os.environ.get("AX_VM_MANIFEST")
+    if not path:
+        pytest.exit("refusing to run: not inside the suite's VM (run `make e2e`, which boots it)", returncode=3)
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _check_devices(manifest: dict) -> None:
+    with open("/sys/class/dmi/id/sys_vendor") as handle:
+        if handle.read().strip() != "QEMU":
+            pytest.exit("refusing to run: this is not a QEMU guest", returncode=3)
+    for device in (SCRATCH, NODE_DISK):
+        expected = manifest["disks"].get(device, {}).get("bytes")
+        with open(f"/sys/block/{os.path.basename(device)}/size") as handle:
+            actual = int(handle.read()) * 512
+        if actual != expected:
+            pytest.exit(f"refusing to run: {device} is {actual} bytes, not the {expected}-byte image made for this run",
+                        returncode=3)
+
+
+def _sh(*argv: str) -> None:
+    cluster.run(*argv)
+
+
+def prepare_node(manifest: dict) -> cluster.Node:
+    _check_devices(manifest)
+    for module in MODULES:
+        subprocess.run(["modprobe", module], capture_output=True)
+    first_boot = subprocess.run(["blkid", "-p", NODE_DISK], capture_output=True).returncode == 2
+    if first_boot:
+        _sh("mkfs.ext4", "-q", NODE_DISK)
+    os.makedirs(cluster.NODE_ROOT, exist_ok=True)
+    _sh("mount", NODE_DISK, cluster.NODE_ROOT)
+    for sub, point in (("kubelet", cluster.KUBELET_ROOT),):
+        os.makedirs(os.path.join(cluster.NODE_ROOT, sub), exist_ok=True)
+        os.makedirs(point, exist_ok=True)
+        _sh("mount", "--bind", os.path.join(cluster.NODE_ROOT, sub), point)
+    os.makedirs(os.path.dirname(CONFIG_PATH), exist_ok=True)
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
+    _sh(f"{cluster.REPO}/install/install.sh", "--plugin-dir", cluster.PLUGIN_DIR, "--driver", f"{cluster.REPO}/dist/vol_plugin")
+    node = cluster.Node(manifest["results"], os.environ["AX_E2E_KUBELET"])
+    node.start_containerd()
+    node.import_images(json.loads(os.environ["AX_E2E_IMAGES"]))
+    node.start_kubelet()
+    print(f"\n{node.version()} on containerd {cluster.run('containerd', '--version').stdout.split()[2]}")
+    return node
+
+
+@pytest.fixture(scope="session")
+def node():
+    the_node = prepare_node(_manifest())
+    yield the_node
+    if os.environ.get("AX_E2E_LEAVE_RUNNING") != "1":
+        the_node.kubelet.stop()
+        the_node.containerd.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "reboot_before: first half of a reboot scenario (runs last)")
+    config.addinivalue_line("markers", "after_reboot: runs in the second boot, on the same disks")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("reboot_before") is not None)

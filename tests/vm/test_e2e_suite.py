@@ -1,0 +1,101 @@
+"""The end-to-end suite's host-side pieces: the kubelet build module, the offline images, and the
+pods made from examples/ (only their images and pull policy may differ from the example)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from tests.e2e import build, cluster, images
+
+KUBERNETES_GO_MOD = """module k8s.io/kubernetes
+
+go 1.26.0
+
+require (
+\tk8s.io/api v0.0.0
+\tk8s.io/client-go v0.0.0
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tk8s.io/kubelet => ./staging/src/k8s.io/kubelet
+\tgithub.com/example/fork => github.com/example/fork v1.2.3
+\tk8s.io/other => ./staging/src/k8s.io/not-the-same
+)
+"""
+
+
+def test_the_staging_modules_are_read_from_kubernetes_own_go_mod(tmp_path):
+    path = tmp_path / "kubernetes.mod"
+    path.write_text(KUBERNETES_GO_MOD)
+    assert build.staging_modules(str(path)) == ["k8s.io/api", "k8s.io/client-go", "k8s.io/kubelet"]
+
+
+def test_the_build_module_replaces_each_staging_module_with_its_release_of_the_same_minor():
+    text = build.go_mod(["k8s.io/api", "k8s.io/kubelet"])
+    assert f"require k8s.io/kubernetes {build.KUBERNETES}" in text
+    minor_patch = build.KUBERNETES.split(".", 1)[1]
+    assert f"\tk8s.io/api => k8s.io/api v0.{minor_patch}" in text
+    assert f"\tk8s.io/kubelet => k8s.io/kubelet v0.{minor_patch}" in text
+
+
+def test_the_binaries_are_stamped_with_the_release():
+    flags = build.ldflags()
+    assert f"k8s.io/component-base/version.gitVersion={build.KUBERNETES}" in flags
+    assert "gitMinor=" + build.KUBERNETES.split(".")[1] in flags
+
+
+def _members(path: str) -> dict:
+    with tarfile.open(path) as archive:
+        return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+
+
+def test_an_image_is_a_docker_archive_with_one_layer_named_by_its_digest(tmp_path):
+    path = images.pause_image(str(tmp_path / "pause.tar"))
+    members = _members(path)
+    (manifest,) = json.loads(members["manifest.json"])
+    assert manifest["RepoTags"] == [images.PAUSE_IMAGE]
+    config = json.loads(members[manifest["Config"]])
+    (layer_name,) = manifest["Layers"]
+    assert config["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(members[layer_name]).hexdigest()]
+    with tarfile.open(fileobj=io.BytesIO(members[layer_name])) as layer:
+        names = layer.getnames()
+        assert "bin/busybox" in names and layer.getmember("bin/sh").issym()
+        assert all(m.mtime == 0 and m.uid == 0 for m in layer.getmembers())
+    assert config["config"]["Entrypoint"][0] == "/bin/sh"
+
+
+def test_the_same_inputs_give_the_same_layer(tmp_path):
+    first = _members(images.cli_image(str(tmp_path / "a.tar")))
+    second = _members(images.cli_image(str(tmp_path / "b.tar")))
+    assert first == second
+
+
+def test_a_dynamic_binary_brings_the_libraries_it_loads(tmp_path):
+    layer = images.Layer()
+    layer.binary("/usr/sbin/runc")
+    libraries = [path for path in layer.files if "/lib" in path]
+    assert any(os.path.basename(p).startswith("libseccomp") for p in libraries)
+    assert any(os.path.basename(p).startswith("ld-linux") for p in libraries)
+
+
+@pytest.mark.parametrize("example", ["dind-pod.yaml", "ci-runner-job.yaml"])
+def test_a_pod_from_an_example_differs_only_in_its_images_and_pull_policy(example):
+    source = cluster.load_example(example)
+    expected = source["spec"] if source["kind"] == "Pod" else source["spec"]["template"]["spec"]
+    pod = cluster.pod_from_example(example, "a-name")
+    assert pod["metadata"] == {"name": "a-name"}
+    spec = pod["spec"]
+    for made, original in zip(spec["containers"], expected["containers"]):
+        assert made["image"] == cluster.IMAGE_FOR[original["image"]]
+        assert made["imagePullPolicy"] == "Never"
+        assert {k: v for k, v in made.items() if k not in ("image", "imagePullPolicy")} == \
+            {k: v for k, v in original.items() if k not in ("image", "imagePullPolicy")}
+    assert {k: v for k, v in spec.items() if k != "containers"} == {k: v for k, v in expected.items() if k != "containers"}
