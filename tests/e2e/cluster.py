@@ -72,7 +72,7 @@ CNI_CONFIG = {
 }
 
 
-def kubelet_config(results: str) -> dict:
+def kubelet_config() -> dict:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -171,7 +171,7 @@ class Node:
             json.dump(CNI_CONFIG, handle)
         kubelet_config_path = os.path.join(NODE_ROOT, "kubelet.yaml")
         with open(kubelet_config_path, "w") as handle:
-            yaml.safe_dump(kubelet_config(results), handle)
+            yaml.safe_dump(kubelet_config(), handle)
         self.containerd = Daemon("containerd", ["containerd", "--config", config_path], results)
         labels = ",".join(f"{key}={value}" for key, value in NODE_LABELS.items())
         self.kubelet = Daemon("kubelet", [
@@ -195,7 +195,7 @@ class Node:
     def import_images(self, tarballs: Dict[str, str]) -> None:
         have = set(self.ctr("images", "ls", "-q").stdout.split())
         for name, path in tarballs.items():
-            wanted = {"pause": images.PAUSE_IMAGE, "dind": images.DIND_IMAGE, "docker-cli": images.CLI_IMAGE}.get(name)
+            wanted = images.CONTAINERD_IMAGES.get(name)
             if wanted is None or wanted in have:
                 continue
             self.ctr("images", "import", path, timeout=900)

@@ -228,6 +228,8 @@ def job_image(path: str, payload_mb: int = 64) -> str:
 
 
 BUILDERS = {"pause": pause_image, "dind": dind_image, "docker-cli": cli_image, "job": job_image}
+# The tarballs kubelet's containerd imports, by their image names (the job's goes into pods' dockerds).
+CONTAINERD_IMAGES = {"pause": PAUSE_IMAGE, "dind": DIND_IMAGE, "docker-cli": CLI_IMAGE}
 
 
 def build_all(directory: str) -> Dict[str, str]:
