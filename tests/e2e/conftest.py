@@ -13,34 +13,16 @@ import subprocess
 
 import pytest
 
+from tests.vm import guest
+
 from . import cluster
 
 CONFIG_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
 SCRATCH = "/dev/vda"  # the slab disk
 NODE_DISK = "/dev/vdb"  # kubelet's dir, containerd's images, the manifests: survives the reboot
 # Kernel modules a CI node loads for pods: their veth and bridge, dockerd's bridge and overlay2.
+VERSIONS = "versions.json"  # in the results dir
 MODULES = ("bridge", "veth", "overlay", "br_netfilter", "nf_conntrack")
-
-
-def _manifest() -> dict:
-    path = os.environ.get("AX_VM_MANIFEST")
-    if not path:
-        pytest.exit("refusing to run: not inside the suite's VM (run `make e2e`, which boots it)", returncode=3)
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def _check_devices(manifest: dict) -> None:
-    with open("/sys/class/dmi/id/sys_vendor") as handle:
-        if handle.read().strip() != "QEMU":
-            pytest.exit("refusing to run: this is not a QEMU guest", returncode=3)
-    for device in (SCRATCH, NODE_DISK):
-        expected = manifest["disks"].get(device, {}).get("bytes")
-        with open(f"/sys/block/{os.path.basename(device)}/size") as handle:
-            actual = int(handle.read()) * 512
-        if actual != expected:
-            pytest.exit(f"refusing to run: {device} is {actual} bytes, not the {expected}-byte image made for this run",
-                        returncode=3)
 
 
 def _sh(*argv: str) -> None:
@@ -48,7 +30,7 @@ def _sh(*argv: str) -> None:
 
 
 def prepare_node(manifest: dict) -> cluster.Node:
-    _check_devices(manifest)
+    guest.check_devices(manifest, (SCRATCH, NODE_DISK))
     for module in MODULES:
         subprocess.run(["modprobe", module], capture_output=True)
     first_boot = subprocess.run(["blkid", "-p", NODE_DISK], capture_output=True).returncode == 2
@@ -68,13 +50,16 @@ def prepare_node(manifest: dict) -> cluster.Node:
     node.start_containerd()
     node.import_images(json.loads(os.environ["AX_E2E_IMAGES"]))
     node.start_kubelet()
-    print(f"\n{node.version()} on containerd {cluster.run('containerd', '--version').stdout.split()[2]}")
+    # What ran, for the host suite's summary (pytest keeps a fixture's prints to itself).
+    versions = {"kubelet": node.version(), "containerd": cluster.run("containerd", "--version").stdout.split()[2]}
+    with open(os.path.join(manifest["results"], VERSIONS), "w") as handle:
+        json.dump(versions, handle)
     return node
 
 
 @pytest.fixture(scope="session")
 def node():
-    the_node = prepare_node(_manifest())
+    the_node = prepare_node(guest.manifest("e2e"))
     yield the_node
     if os.environ.get("AX_E2E_LEAVE_RUNNING") != "1":
         the_node.kubelet.stop()

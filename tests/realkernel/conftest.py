@@ -6,11 +6,12 @@ device it will touch is one of the blank images the host made for this run (by e
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 import pytest
+
+from tests.vm import guest
 
 from . import node
 
@@ -19,33 +20,6 @@ CONFIG_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
 SCRATCH = "/dev/vda"  # the slab disk (the driver's configured device)
 NODE_DISK = "/dev/vdb"  # survives the reboot: holds /var/lib/kubelet
 SPARE = "/dev/vdc"  # small disk for device-refusal tests
-
-
-def _manifest() -> dict:
-    path = os.environ.get("AX_VM_MANIFEST")
-    if not path:
-        pytest.exit("refusing to run: not inside the suite's VM (run `make test`, which boots it)", returncode=3)
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def _check_devices(manifest: dict) -> None:
-    try:
-        with open("/sys/class/dmi/id/sys_vendor") as handle:
-            vendor = handle.read().strip()
-    except OSError:
-        vendor = ""
-    if vendor != "QEMU":
-        pytest.exit(f"refusing to run: this is not a QEMU guest (sys_vendor {vendor!r})", returncode=3)
-    for device in (SCRATCH, NODE_DISK, SPARE):
-        expected = manifest["disks"].get(device, {}).get("bytes")
-        name = os.path.basename(device)
-        with open(f"/sys/block/{name}/size") as handle:
-            actual = int(handle.read()) * 512
-        if actual != expected:
-            pytest.exit(
-                f"refusing to run: {device} is {actual} bytes, not the {expected}-byte image made for this run", returncode=3
-            )
 
 
 def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,8 +34,8 @@ def vm_node():
 def prepare_node() -> dict:
     """Prove this is the run's VM with the run's disks, then set the node up as an admin would.
     Also used by tests/reliability, outside pytest (pytest.exit then raises pytest.exit.Exception)."""
-    manifest = _manifest()
-    _check_devices(manifest)
+    manifest = guest.manifest("test")
+    guest.check_devices(manifest, (SCRATCH, NODE_DISK, SPARE))
     # The node's own disk: kubelet's dir lives here, so pods' dirs survive the reboot.
     blank = _sh("blkid", "-p", NODE_DISK, check=False).returncode == 2
     if blank:
