@@ -65,9 +65,14 @@ def test_a_warm_mount_killed_after_claiming_keeps_the_cache_for_the_retry(kubele
     assert kubelet.unmount(first).ok
     second = Pod(size_mb=192)
     crash_mount(kubelet, second, step)
+    # Killed after its mount(2), the call is not retried at all (kubelet sees a mount point):
+    # the slab stays claimed, in use by its pod, until the pod's unmount releases it.
     assert kubelet.mount_retrying(second, attempts=2).ok
     assert slab_at(second) == name and read_marker(second) == "warm"
     check_pool(running=[second])
+    assert kubelet.unmount(second).ok
+    assert slabs()[name].state == "free"
+    check_pool()
 
 
 @pytest.mark.parametrize("usage", [0.2, 0.7])

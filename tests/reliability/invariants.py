@@ -144,7 +144,7 @@ def check(running: Mapping[Pod, str], extra_processes: Iterable[str] = ()) -> Fi
     for slab in pool.values():
         if "ax.slab" not in slab.tags:
             findings.leaked.append(f"LV {slab.name} in {node.VOLUME_GROUP} is not a recorded slab (tags {slab.tags})")
-        elif slab.state not in ("free", "used"):
+        elif slab.state not in ("free", "used") and not node.in_use(slab, mounted):
             findings.leaked.append(f"{slab.name} left in state {slab.state!r} (dir {slab.dir})")
         elif slab.state == "used" and mounted.get(slab.dir) != slab.name:
             findings.leaked.append(f"{slab.name} is in use by {slab.dir} but not mounted there")
