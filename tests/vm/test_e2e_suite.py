@@ -99,3 +99,58 @@ def test_a_pod_from_an_example_differs_only_in_its_images_and_pull_policy(exampl
         assert {k: v for k, v in made.items() if k not in ("image", "imagePullPolicy")} == \
             {k: v for k, v in original.items() if k not in ("image", "imagePullPolicy")}
     assert {k: v for k, v in spec.items() if k != "containers"} == {k: v for k, v in expected.items() if k != "containers"}
+
+
+@pytest.fixture
+def build_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(build, "BIN_DIR", str(tmp_path / "bin"))
+    built = []
+
+    def fake_build(programs):
+        built.append(programs)
+        _present(*programs)
+        return {"build_s": 1.0}
+
+    monkeypatch.setattr(build, "_build_locked", fake_build)
+    monkeypatch.setattr(build, "size_mb", lambda path: 0.0)  # not the machine's real Go caches
+    return built
+
+
+def _present(*programs: str) -> None:
+    os.makedirs(build.BIN_DIR, exist_ok=True)
+    for program in programs:
+        with open(build.binary(program), "w") as handle:
+            handle.write("#!/bin/sh\n")
+        os.chmod(build.binary(program), 0o755)
+
+
+def test_only_the_programs_missing_from_the_cache_are_built(build_dir):
+    _present("kubelet")
+    assert build.build(build.SUITE_PROGRAMS) == {} and build_dir == []
+    assert build.build(build.PROGRAMS) == {"build_s": 1.0}
+    assert build_dir == [("kube-apiserver",)]
+
+
+def test_the_suite_selection_is_what_the_suite_runs_and_unknown_programs_are_refused(build_dir):
+    with pytest.raises(SystemExit, match="not kube-scheduler"):
+        build.main(["kube-scheduler"])
+    assert build.main(["--suite"]) == 0
+    assert build_dir == [build.SUITE_PROGRAMS]
+
+
+def test_a_second_build_waits_for_the_one_running_then_finds_its_binaries(build_dir):
+    import fcntl
+    import threading
+
+    os.makedirs(build.BIN_DIR)
+    results = []
+    with open(os.path.join(build.BUILD_DIR, ".lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = threading.Thread(target=lambda: results.append(build.build(build.SUITE_PROGRAMS)))
+        second.start()
+        second.join(0.5)
+        assert second.is_alive() and not results, "the second build did not wait for the lock"
+        _present(*build.SUITE_PROGRAMS)  # what the first build leaves
+    second.join(10)
+    assert results == [{}] and build_dir == []
