@@ -15,6 +15,8 @@ import sys
 import time
 
 from tests.e2e import build, images
+from tests.e2e.conftest import VERSIONS
+from tests.e2e.scenario import FIGURES
 
 from .launch import REPO, boot, make_disks, say
 from .realkernel_suite import NO_TESTS_SELECTED, counts, pytest_in_guest
@@ -29,9 +31,17 @@ MEMORY = "6G"
 CPUS = 2
 
 
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
 def main(argv) -> int:
     subprocess.run([os.path.join(REPO, "packaging", "build")], check=True)
-    build.main()
+    build.main(list(build.SUITE_PROGRAMS))
     tarballs = images.build_all(build.IMAGES_DIR)
     started = time.monotonic()
     workdir = os.path.join(REPO, ".vm", f"e2e-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -53,7 +63,11 @@ def main(argv) -> int:
         bad = bad or rc != 0
     for image in disks.values():
         os.unlink(image)
-    print(f"e2e (kubelet {build.KUBERNETES}): {totals[0]} passed, {totals[1]} failed, "
+    for name, value in sorted(_read_json(os.path.join(workdir, FIGURES)).items()):
+        print(f"e2e figure: {name} = {value}")
+    ran = _read_json(os.path.join(workdir, VERSIONS))
+    what = f"{ran['kubelet']}, containerd {ran['containerd']}" if ran else f"kubelet {build.KUBERNETES} did not start"
+    print(f"e2e ({what}): {totals[0]} passed, {totals[1]} failed, "
           f"{(time.monotonic() - started) / 60:.1f} min; logs in {workdir}")
     return 1 if bad or totals[1] else 0
 
