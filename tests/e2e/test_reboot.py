@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,8 +19,9 @@ STATE = "reboot-state.json"  # in the results dir, which both boots share
 
 @pytest.mark.reboot_before
 def test_before_the_reboot_two_pods_run_and_one_is_deleted_while_the_node_is_down(node):
-    keep = start(node, pod_from_example("dind-pod.yaml", "dind-survivor"))
-    gone = start(node, pod_from_example("dind-pod.yaml", "dind-deleted-in-reboot"))
+    with ThreadPoolExecutor(2) as workers:
+        keep, gone = workers.map(lambda name: start(node, pod_from_example("dind-pod.yaml", name)),
+                                 ("dind-survivor", "dind-deleted-in-reboot"))
     state = {}
     for role, pod in (("keep", keep), ("gone", gone)):
         with open(os.path.join(volume_dir(pod.uid), "marker"), "w") as handle:
