@@ -27,8 +27,8 @@ import time
 KUBERNETES = "v1.37.2"
 STAGING_VERSION = "v0." + KUBERNETES[len("v1."):]  # k8s.io/api etc. are tagged v0.<minor>.<patch>
 PROGRAMS = ("kubelet", "kube-apiserver")  # what `make e2e-deps` builds
-# What the suite runs today, and all that `make test` builds (about 5 of a cold build's 20
-# minutes are kube-apiserver's, which only the CSI front-end's scenarios will need).
+# What the suite runs today, and all that it builds when the cache lacks it (about 5 of a cold
+# build's 20 minutes are kube-apiserver's, which only the CSI front-end's scenarios will need).
 SUITE_PROGRAMS = ("kubelet",)
 CACHE_DIR = os.environ.get("AX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ax-vol-plugin")
 E2E_CACHE = os.path.join(CACHE_DIR, "e2e")
@@ -84,8 +84,8 @@ def ldflags() -> str:
 
 
 def build(programs: tuple) -> dict:
-    # One build at a time per release: make test starts one in the background (tests/phases.py)
-    # and make e2e's own then waits for it here, and finds the binaries made.
+    # One build at a time per release: a second (another checkout's make e2e, say) waits here
+    # for the first and then finds the binaries made.
     os.makedirs(BIN_DIR, exist_ok=True)
     with open(os.path.join(BUILD_DIR, ".lock"), "w") as lock:
         try:
@@ -143,8 +143,8 @@ def size_mb(path: str) -> float:
 
 
 def main(argv: list) -> int:
-    """`python -m tests.e2e.build [--suite | PROGRAM...]`: every program, the suite's, or those named."""
-    programs = SUITE_PROGRAMS if argv == ["--suite"] else tuple(argv) or PROGRAMS
+    """`python -m tests.e2e.build [PROGRAM...]`: those named, or every program."""
+    programs = tuple(argv) or PROGRAMS
     unknown = sorted(set(programs) - set(PROGRAMS))
     if unknown:
         raise SystemExit(f"e2e-deps: can build {', '.join(PROGRAMS)}, not {', '.join(unknown)}")

@@ -20,8 +20,8 @@ from . import cluster
 CONFIG_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
 SCRATCH = "/dev/vda"  # the slab disk
 NODE_DISK = "/dev/vdb"  # kubelet's dir, containerd's images, the manifests: survives the reboot
-# Kernel modules a CI node loads for pods: their veth and bridge, dockerd's bridge and overlay2.
 VERSIONS = "versions.json"  # in the results dir
+# Kernel modules a CI node loads for pods: their veth and bridge, dockerd's bridge and overlay2.
 MODULES = ("bridge", "veth", "overlay", "br_netfilter", "nf_conntrack")
 
 

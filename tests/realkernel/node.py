@@ -254,8 +254,9 @@ def check_pool(running: Iterable[Pod] = ()) -> Dict[str, SlabView]:
     assert not doubled, f"slabs mounted more than once: {doubled}"
     for slab in pool.values():
         assert "ax.slab" in slab.tags, f"{slab.name} is in the volume group but is not a slab"
-        assert in_use(slab, mounted) or slab.state == "free", f"{slab.name} leaked in state {slab.state!r}"
-        if in_use(slab, mounted):
+        used = in_use(slab, mounted)
+        assert used or slab.state == "free", f"{slab.name} leaked in state {slab.state!r}"
+        if used:
             assert mounted.get(slab.dir) == slab.name, f"{slab.name} is in use by {slab.dir} but not mounted there"
         else:
             assert slab.name not in times, f"free slab {slab.name} is mounted"
