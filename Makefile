@@ -7,12 +7,12 @@
 # make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)
 # make e2e    the real kubelet (built from the Go module proxy by make e2e-deps) with containerd
 #             and pods from examples/, in a VM (docs/e2e.md)
-# make deps   what both need: Debian's kernel, qemu, lvm2, xfsprogs; virtme-ng and pytest in .venv;
+# make deps   what both need: Debian's kernel, qemu, lvm2 (with thin-provisioning-tools), xfsprogs; virtme-ng and pytest in .venv;
 #             virtiofsd built with cargo into the cache dir (outside the repo)
 
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
-APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 xfsprogs e2fsprogs udev kmod strace \
+APT_PKGS := linux-image-amd64 qemu-system-x86 lvm2 thin-provisioning-tools xfsprogs e2fsprogs udev kmod strace \
             docker.io apparmor busybox-static lintian inotify-tools prometheus \
             containernetworking-plugins
 STAMP   := $(VENV)/.deps-installed
@@ -35,7 +35,7 @@ $(STAMP): requirements-test.txt
 	    ! command -v lvcreate >/dev/null || ! command -v mkfs.xfs >/dev/null || ! command -v strace >/dev/null || \
 	    ! command -v dockerd >/dev/null || ! command -v apparmor_parser >/dev/null || ! test -x /bin/busybox || \
 	    ! command -v lintian >/dev/null || ! command -v inotifywait >/dev/null || ! command -v promtool >/dev/null || \
-	    ! test -x /usr/lib/cni/bridge; then \
+	    ! test -x /usr/lib/cni/bridge || ! command -v thin_check >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PKGS); \
 	fi
 	@# kubectl (for `kubectl kustomize`): Debian's kubernetes-client, unless the machine has a kubectl already.

@@ -37,7 +37,7 @@ def test_lintian_finds_nothing(deb):
 
 def test_dependencies_and_conffile_are_declared(deb):
     depends = [dep.strip() for dep in field(deb, "Depends").split(",")]
-    assert depends == ["python3 (>= 3.9)", "lvm2", "e2fsprogs", "xfsprogs", "mount"]
+    assert depends == ["python3 (>= 3.9)", "lvm2", "thin-provisioning-tools", "e2fsprogs", "xfsprogs", "mount"]
     assert field(deb, "Architecture") == "all"
     listing = subprocess.run(["dpkg-deb", "--ctrl-tarfile", deb], capture_output=True, check=True).stdout
     conffiles = subprocess.run(["tar", "-xO", "./conffiles"], input=listing, capture_output=True, check=True).stdout
