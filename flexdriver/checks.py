@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from .config import Config
 from .errors import CommandFailed, DeviceRefused
+from .pool import Provisioning
 from .record import record
 from .system import host, lvm, udev
 from .system.runner import Runner
@@ -38,6 +39,10 @@ LVM_TOOLS = ("lvm", "lvs", "vgs", "pvs", "vgcreate", "lvcreate", "lvchange", "lv
 FS_TOOLS = {"ext4": "mkfs.ext4", "xfs": "mkfs.xfs"}
 FS_PACKAGES = {"ext4": "e2fsprogs", "xfs": "xfsprogs"}
 OTHER_TOOLS = ("blkid", "mount", "umount")
+# Thin mode only: LVM runs thin_check before it activates a thin pool (and refuses without it),
+# fstrim gives a slab's deleted blocks back to the pool, tune2fs/xfs_admin give snapshots UUIDs.
+THIN_TOOLS = {"thin_check": "thin-provisioning-tools", "fstrim": "util-linux", "tune2fs": "e2fsprogs",
+              "xfs_admin": "xfsprogs"}
 MIN_PYTHON = (3, 9)
 
 
@@ -61,6 +66,8 @@ class NodeFacts:
     python_path: str
     device: DeviceFacts
     volume_group: str  # the configured one
+    thin: bool = False  # provisioning = thin
+    thin_loadable: bool = False  # modprobe --dry-run dm_thin_pool succeeded
 
 
 def lvm_tools(tools: Mapping[str, str | None]) -> Check:
@@ -141,12 +148,28 @@ def evaluate(facts: NodeFacts) -> list[Check]:
         device_mapper(facts.proc_misc, facts.dm_class_dir, facts.dm_loadable),
         python3(facts.python_version, facts.python_path),
         device(facts.device, facts.volume_group),
+        *(thin_prerequisites(facts.tools, facts.thin_loadable) if facts.thin else []),
     ]
 
 
+def thin_prerequisites(tools: Mapping[str, str | None], loadable: bool) -> list[Check]:
+    missing = [program for program in THIN_TOOLS if not tools.get(program)]
+    packages = sorted({THIN_TOOLS[program] for program in missing})
+    found = [
+        Check("thin provisioning tools", False, f"not found: {', '.join(missing)}", f"install {', '.join(packages)}")
+        if missing else Check("thin provisioning tools", True, ", ".join(THIN_TOOLS))
+    ]
+    found.append(
+        Check("dm-thin", True, "module dm_thin_pool is available") if loadable
+        else Check("dm-thin", False, "module dm_thin_pool cannot be loaded", "use a kernel with CONFIG_DM_THIN_PROVISIONING")
+    )
+    return found
+
+
 def probe_node(config: Config, runner: Runner) -> NodeFacts:
+    thin = config.provisioning is Provisioning.THIN
     tools: dict[str, str | None] = {}
-    for program in (*LVM_TOOLS, *FS_TOOLS.values(), *OTHER_TOOLS, "modprobe"):
+    for program in (*LVM_TOOLS, *FS_TOOLS.values(), *OTHER_TOOLS, *THIN_TOOLS, "modprobe"):
         try:
             tools[program] = runner.resolve(program)
         except CommandFailed:
@@ -160,6 +183,9 @@ def probe_node(config: Config, runner: Runner) -> NodeFacts:
         python_path=sys.executable or "python3",
         device=probe_device(config, runner, lvm_ready=all(tools[name] for name in LVM_TOOLS)),
         volume_group=config.volume_group,
+        thin=thin,
+        thin_loadable=thin and bool(tools["modprobe"])
+        and _succeeds(runner, ["modprobe", "--dry-run", "--quiet", "dm_thin_pool"]),
     )
 
 

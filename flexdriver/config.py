@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 from .errors import ConfigError
+from .pool import Provisioning
 from .record import record
 
 DEFAULT_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
@@ -44,6 +45,14 @@ class Config:
     log_keep: int = 5
     # Which earlier pods' slabs a pod may inherit when its options name no cache_scope.
     default_cache_scope: str = "node"
+    # thick: each slab is its own LV; a warm slab goes to one pod at a time. thin: slabs live in
+    # one thin pool and every pod gets a copy-on-write snapshot of the warmest slab of its key.
+    provisioning: Provisioning = Provisioning.THICK
+    # Thin mode: free slabs kept per key (size, filesystem, scope); older ones are deleted.
+    thin_keep_free: int = 2
+    # Thin mode: above this fraction of the thin pool's data used, free slabs are evicted and,
+    # with none left, new mounts are refused (headroom for the pods already running).
+    thin_high_water: float = 0.8
 
 
 _PARSERS = {
@@ -60,6 +69,9 @@ _PARSERS = {
     "log_max_bytes": "bytes",
     "log_keep": "count",
     "default_cache_scope": "scope",
+    "provisioning": "provisioning",
+    "thin_keep_free": "positive_count",
+    "thin_high_water": "fraction",
 }
 
 
@@ -130,6 +142,15 @@ def _convert(kind: str, key: str, raw: str, origin: str):
             return parse_cache_scope_name(raw)
         except ValueError as err:
             raise ConfigError(f"{where}: {err}") from None
+    if kind == "provisioning":
+        try:
+            return Provisioning(raw)
+        except ValueError:
+            raise ConfigError(f"{where}: must be thick or thin") from None
+    if kind == "positive_count":
+        if not re.fullmatch(r"[1-9][0-9]?|100", raw):
+            raise ConfigError(f"{where}: must be a whole number from 1 to 100")
+        return int(raw)
     if kind in ("bytes", "count"):
         if not re.fullmatch(r"0|[1-9][0-9]{0,12}", raw) or (kind == "count" and int(raw) > 100):
             raise ConfigError(f"{where}: must be a whole number" + (" from 0 to 100" if kind == "count" else " of bytes"))

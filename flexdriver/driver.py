@@ -25,21 +25,26 @@ from .options import ANONYMOUS, MountRequest, parse_mount_dir, pod_dir_of
 from .pool import (
     NAME_PREFIX,
     Action,
+    Condition,
     Decision,
     Facts,
     Kind,
     Pool,
+    Provisioning,
     Release,
     Slab,
     State,
     Want,
     all_tags,
+    check_provisioning,
     check_size_cap,
+    condition,
     fits_after_removal,
     measure_first,
     plan_mount,
     plan_release,
     state_tags,
+    surplus_free,
 )
 from .system import filesystems, host, udev
 from .system.lock import node_lock
@@ -56,7 +61,8 @@ class Driver:
         self.record = record
         self.runner = runner or Runner()
         self.wait_for_node = wait_for_node
-        self.lvm = LVM(self.runner, config.volume_group, config.command_timeout_s)
+        self.thin = config.provisioning is Provisioning.THIN
+        self.lvm = LVM(self.runner, config.volume_group, config.command_timeout_s, thin=self.thin)
         self.mounter = Mounter(self.runner, config.command_timeout_s)
         self.me = host.process_identity(os.getpid()) or f"unknown:{os.getpid()}:0"
 
@@ -82,8 +88,11 @@ class Driver:
                 return self._mount_once(request, want, path)
             except _WarmSlabUnusable as unusable:
                 # A warm slab holds only cache: one that cannot be mounted is deleted and the
-                # same call goes on with the next choice (another warm slab, or a new one).
-                discarded.append(f"{unusable.slab.name}: {unusable.reason}")
+                # same call goes on with the next choice (another warm slab, or a new one). A
+                # snapshot that cannot be used means its origin cannot: that goes too.
+                if unusable.slab.origin:
+                    self._discard_origin(unusable.slab.origin)
+                discarded.append(f"{unusable.slab.origin or unusable.slab.name}: {unusable.reason}")
                 self.record.note(discarded_warm=discarded)
                 if len(discarded) >= MAX_WARM_FALLBACKS:
                     raise DriverError(
@@ -99,9 +108,8 @@ class Driver:
             existing = mount_at(entries, path)
             if existing is not None:
                 return self._already_mounted(pool, existing, path)
-            plan = plan_mount(
-                pool, want, self._facts(pool, entries), self.config.max_size_mb, self.config.usage_threshold
-            )
+            pool = self._check_layout(pool)
+            plan, pool, entries = self._plan(pool, entries, want)
             left = self._remove(plan.remove, evicted=plan.evicted)
             if left and plan.action is Action.CREATE and not fits_after_removal(pool, plan, left):
                 raise PoolExhausted(
@@ -117,7 +125,9 @@ class Driver:
         if needs_format:
             try:
                 # mkfs time grows with the slab: it gets more than one command's allowance.
-                filesystems.make(self.runner, slab.fs_type, device, timeout_s=15 * self.config.command_timeout_s)
+                filesystems.make(
+                    self.runner, slab.fs_type, device, timeout_s=15 * self.config.command_timeout_s, thin=self.thin
+                )
             except CommandFailed:
                 self._discard(slab)
                 raise
@@ -126,11 +136,19 @@ class Driver:
             self._retag(slab, formatted)  # our own CREATING slab: no decision, so no lock needed
             slab = formatted
             failpoints.hit("mount-after-format-tag")
-        elif plan.action is Action.REUSE:
+        elif plan.action in (Action.REUSE, Action.SNAPSHOT):
             problem = filesystems.superblock_problem(device, slab.fs_type)
             if problem is not None:
                 self._discard(slab)
                 raise _WarmSlabUnusable(slab, problem)
+            if slab.origin and slab.state is State.CLAIMED:
+                # Idempotent, so a retry after a crash anywhere before the mount just does it again.
+                try:
+                    filesystems.new_uuid(self.runner, slab.fs_type, device, self.config.command_timeout_s)
+                except CommandFailed as err:
+                    self._discard(slab)
+                    raise _WarmSlabUnusable(slab, str(err)) from err
+                failpoints.hit("mount-after-new-uuid")
         failpoints.hit("mount-before-mount")
         try:
             self.mounter.mount(device, path, slab.fs_type, request.read_only)
@@ -138,7 +156,7 @@ class Driver:
             if plan.action is Action.RESUME:
                 raise  # the pod's own data: never deleted for a failed mount
             self._discard(slab)  # empty or cache only: a fresh slab beats a loop
-            if plan.action is Action.REUSE:
+            if plan.action in (Action.REUSE, Action.SNAPSHOT):
                 raise _WarmSlabUnusable(slab, str(err)) from err
             raise
         failpoints.hit("mount-after-mount")
@@ -185,6 +203,29 @@ class Driver:
             if not slab.active:
                 self.lvm.activate(slab.name)
             return claimed, False
+        if plan.action is Action.SNAPSHOT:
+            # The pod gets a new slab that starts as a copy-on-write copy of the warm one, claimed
+            # for its dir from the first instant (one lvcreate sets every tag); the warm slab
+            # stays free for the next pod. It inherits the usage measured when the warm slab was
+            # released: an unmeasured one is measured once mounted, as a reused slab is.
+            snapshot = Slab(
+                name=NAME_PREFIX + os.urandom(6).hex(),
+                size_bytes=slab.size_bytes,
+                size_mb=slab.size_mb,
+                fs_type=slab.fs_type,
+                kind=slab.kind,
+                state=State.CLAIMED,
+                mount_dir=want.mount_dir,
+                pod_uid=request.pod_uid,
+                scope=slab.scope,
+                usage_permille=slab.usage_permille,
+                origin=slab.name,
+            )
+            self.lvm.snapshot(slab.name, snapshot.name, all_tags(snapshot))
+            self.record.note(slab=snapshot.name, origin=slab.name, decision=Decision.SNAPSHOTTED,
+                             warm_since=slab.released_at or None)
+            failpoints.hit("mount-after-snapshot")
+            return snapshot, False
         if plan.action is Action.REFORMAT:
             taken = slab._replace(creator=self.me)
             self._retag(slab, taken)
@@ -204,7 +245,7 @@ class Driver:
             creator=self.me,
             scope=want.scope,
         )
-        self.lvm.create(new.name, new.size_bytes, all_tags(new))
+        self.lvm.create(new.name, new.size_bytes, all_tags(new), thin_pool=pool.thin_pool.name if pool.thin_pool else None)
         self.record.note(slab=new.name, decision=Decision.CREATED)
         failpoints.hit("mount-after-lvcreate")
         return new, True
@@ -233,8 +274,10 @@ class Driver:
             release = self._decide_release(path)
         if isinstance(release, str):
             return release
-        slab, decision, usage, mounted = release
+        slab, decision, usage, mounted, thin = release
         self.record.note(release=decision)
+        if mounted and thin and decision is Release.KEEP:
+            self._trim(path)
         if mounted:
             failpoints.hit("unmount-before-umount")
             self.mounter.unmount(path)
@@ -259,6 +302,8 @@ class Driver:
             ),
         )
         failpoints.hit("unmount-after-keep-tag")
+        if thin:
+            self._drop_surplus(slab)
         if decision is Release.MEASURE_FIRST:
             self.record.note(decision=Decision.KEPT_UNMEASURED)
             return f"{path} was not mounted; slab {slab.name} kept for the next pod, which measures it first"
@@ -273,6 +318,9 @@ class Driver:
         self.record.saw(pool)
         existing = mount_at(entries, path)
         slabs = pool.slabs if pool else ()
+        # The volume group's own layout, not the config's: a pod's slab is released whatever the
+        # config says now.
+        thin = pool is not None and pool.thin_pool is not None
         if existing is not None:
             slab = next((s for s in slabs if s.device == existing.device), None)
             if slab is None:
@@ -291,7 +339,7 @@ class Driver:
                 # call takes a doomed slab while it is still mounted.
                 slab = self._retag(slab, slab._replace(state=State.DOOMED))
                 failpoints.hit("unmount-after-doomed-tag")
-            return slab, decision, usage, True
+            return slab, decision, usage, True, thin
         slab = next((s for s in slabs if s.mount_dir == path), None)
         if slab is None:
             self.record.note(decision=Decision.NOTHING)
@@ -304,8 +352,8 @@ class Driver:
         if slab.state is State.CREATING and host.is_alive(slab.creator):
             raise Busy(f"slab {slab.name} for {path} is still being formatted by another call; retry")
         if slab.state in (State.CREATING, State.DOOMED):
-            return slab, Release.DELETE, None, False
-        return slab, plan_release(slab, None, self.config.usage_threshold), None, False
+            return slab, Release.DELETE, None, False, thin
+        return slab, plan_release(slab, None, self.config.usage_threshold), None, False, thin
 
     # ---- shared steps --------------------------------------------------------------------
 
@@ -317,12 +365,90 @@ class Driver:
         snapshot = inventory.read_pool(self.lvm, read_mounts, create_missing=create)
         return snapshot.pool, snapshot.mounts
 
+    def _check_layout(self, pool: Pool) -> Pool:
+        """Under the lock: the volume group is laid out for this node's provisioning mode. An
+        empty volume group (made by `prepare` without --thin, or a first mount killed between
+        vgcreate and the thin pool) gets its thin pool now; anything else of the other mode is
+        refused (pool.check_provisioning). A thin pool found without --errorwhenfull gets it."""
+        if self.thin and pool.thin_pool is None and not pool.slabs and not pool.other_volumes:
+            volume_group.create_thin_pool(self.lvm, pool.vg_free_bytes)
+            self.record.note(thin_pool_created=True)
+            pool, _ = self._snapshot(create_for_mb=None)
+        check_provisioning(pool, self.config.provisioning)
+        if pool.thin_pool is not None and not pool.thin_pool.error_when_full:
+            self.lvm.error_when_full(pool.thin_pool.name)
+        return pool
+
+    def _plan(self, pool: Pool, entries: Sequence[MountEntry], want: Want):
+        """Under the lock: the mount's plan. In thin mode a pool above its high-water mark first
+        gives back space one removal at a time (Action.MAKE_ROOM), each followed by a fresh report,
+        as what a removal frees is known only after it."""
+        made_room: list[str] = []
+        for _ in range(MAX_MAKE_ROOM):
+            plan = plan_mount(
+                pool, want, self._facts(pool, entries), self.config.max_size_mb, self.config.usage_threshold,
+                self.config.thin_high_water,
+            )
+            if plan.action is not Action.MAKE_ROOM:
+                return plan, pool, entries
+            left = self.lvm.remove([s.name for s in plan.remove])
+            made_room += [s.name for s in plan.remove if s.name not in left]
+            self.record.note(made_room=made_room)
+            if left:
+                raise PoolExhausted(
+                    f"thin pool {pool.volume_group}/{pool.thin_pool.name} is above its high-water mark and "
+                    f"{', '.join(left)} could not be removed (its device is busy: its filesystem may still be "
+                    "mounted in another mount namespace); kubelet will retry"
+                )
+            pool, entries = self._snapshot(create_for_mb=None)
+        raise PoolExhausted(
+            f"thin pool {pool.volume_group}/{pool.thin_pool.name} is still above its high-water mark after "
+            f"removing {len(made_room)} slabs; kubelet will retry"
+        )
+
+    def _trim(self, path: str) -> None:
+        """Thin mode, before a kept slab's umount: what its pod deleted goes back to the pool.
+        Best effort: a failed trim costs pool space, not the pod's unmount."""
+        try:
+            filesystems.trim(self.runner, path, 15 * self.config.command_timeout_s)
+            self.record.note(trimmed=True)
+        except CommandFailed as err:
+            self.record.note(trim_failed=str(err))
+        failpoints.hit("unmount-after-trim")
+
+    def _drop_surplus(self, kept: Slab) -> None:
+        """Thin mode, after a slab went back to the pool: older free slabs of its key beyond
+        thin_keep_free are deleted, under the lock (a mount may be about to snapshot one)."""
+        with self._lock():
+            pool, entries = self._snapshot(create_for_mb=None)
+            if pool is None:
+                return
+            facts = self._facts(pool, entries)
+            surplus = [
+                s for s in surplus_free(pool, kept, self.config.thin_keep_free)
+                if condition(s, facts) is Condition.FREE
+            ]
+            if surplus:
+                left = set(self.lvm.remove([s.name for s in surplus]))
+                self.record.note(surplus_deleted=[s.name for s in surplus if s.name not in left])
+
+    def _discard_origin(self, name: str) -> None:
+        """Under the lock: delete a free slab whose snapshot could not be used, unless it is no
+        longer a free, unmounted slab."""
+        with self._lock():
+            pool, entries = self._snapshot(create_for_mb=None)
+            origin = next((s for s in pool.slabs if s.name == name), None) if pool else None
+            if origin is not None and condition(origin, self._facts(pool, entries)) is Condition.FREE:
+                self._discard(origin)
+
     def _facts(self, pool: Pool, entries: Sequence[MountEntry]) -> Facts:
         return inventory.gather_facts(pool, entries)
 
     def _create_volume_group(self, size_mb: int) -> None:
         check_size_cap(size_mb, self.config.max_size_mb)  # a refused request makes no volume group either
-        created_on = volume_group.create_on_blank_device(self.runner, self.lvm, self.config.device, needed_mb=size_mb)
+        created_on = volume_group.create_on_blank_device(
+            self.runner, self.lvm, self.config.device, needed_mb=size_mb, provisioning=self.config.provisioning
+        )
         self.record.note(volume_group_created=created_on)
 
     def _remove(self, slabs: Sequence[Slab], evicted: Sequence[Slab] = ()) -> tuple[Slab, ...]:
@@ -357,6 +483,9 @@ class Driver:
 # A warm slab that cannot be mounted is deleted and the next choice tried; a pool full of broken
 # slabs (a failing device, a broken mount) must still end the call.
 MAX_WARM_FALLBACKS = 3
+# Thin mode: removals (one free slab each) a mount may make to bring the pool below its
+# high-water mark before it gives up for this call.
+MAX_MAKE_ROOM = 64
 
 
 class _WarmSlabUnusable(Exception):

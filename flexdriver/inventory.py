@@ -12,10 +12,10 @@ import os
 from collections.abc import Callable, Sequence
 
 from .options import pod_dir_of
-from .pool import SLAB_TAG, Facts, Pool, State, metadata_headroom, slab_from_tags
+from .pool import SLAB_TAG, THIN_POOL_TAG, Facts, Pool, State, ThinPool, metadata_headroom, slab_from_tags
 from .record import record
 from .system import host
-from .system.lvm import LVM, VolumeGroupReport
+from .system.lvm import LVM, LogicalVolume, VolumeGroupReport
 from .system.mounts import MountEntry, read_mounts
 
 
@@ -48,12 +48,22 @@ def read_pool(
 def pool_from_report(report: VolumeGroupReport) -> tuple[Pool, tuple[str, ...]]:
     slabs = []
     unreadable = []
+    others = []
+    thin = None
     for volume in report.volumes:
-        slab = slab_from_tags(volume.name, volume.size_bytes, volume.tags, device=volume.device, active=volume.active)
+        if THIN_POOL_TAG in volume.tags:
+            thin = _thin_pool(volume)
+            continue
+        slab = slab_from_tags(
+            volume.name, volume.size_bytes, volume.tags, device=volume.device, active=volume.active,
+            mapped_bytes=volume.mapped_bytes,
+        )
         if slab is not None:
             slabs.append(slab)
         elif SLAB_TAG in volume.tags:
             unreadable.append(volume.name)
+        else:
+            others.append(volume.name)
     pool = Pool(
         volume_group=report.name,
         vg_size_bytes=report.size_bytes,
@@ -61,8 +71,26 @@ def pool_from_report(report: VolumeGroupReport) -> tuple[Pool, tuple[str, ...]]:
         extent_bytes=report.extent_bytes,
         slabs=tuple(slabs),
         metadata_headroom_bytes=metadata_headroom(report.metadata_free_bytes, report.metadata_size_bytes),
+        thin_pool=thin,
+        other_volumes=tuple(others),
     )
     return pool, tuple(unreadable)
+
+
+def _thin_pool(volume: LogicalVolume) -> ThinPool:
+    """The thin pool's figures. In a thick report (no thin fields) they are unknown, and it
+    counts as full: a thick-mode driver only needs to know it is there (check_provisioning)."""
+    data = volume.data_percent
+    metadata = volume.metadata_percent
+    metadata_bytes = volume.metadata_size_bytes or 0
+    return ThinPool(
+        name=volume.name,
+        data_bytes=volume.size_bytes,
+        data_used_bytes=volume.size_bytes if data is None else int(volume.size_bytes * data / 100),
+        metadata_bytes=metadata_bytes,
+        metadata_used_bytes=metadata_bytes if metadata is None else int(metadata_bytes * metadata / 100),
+        error_when_full=volume.error_when_full,
+    )
 
 
 def gather_facts(pool: Pool, entries: Sequence[MountEntry]) -> Facts:

@@ -47,6 +47,11 @@ HELP = {
     "volume_group_size_bytes": ("gauge", "Size of the volume group."),
     "volume_group_free_bytes": ("gauge", "Unallocated bytes in the volume group."),
     "last_call_timestamp_seconds": ("gauge", "Unix time of the last mount or unmount call."),
+    "snapshots_total": ("counter", "Thin mode: mounts that got a copy-on-write snapshot of a warm slab."),
+    "thin_pool_data_bytes": ("gauge", "Thin mode: size of the thin pool's data, and bytes of it used, by kind "
+                             "(size, used), as the last call read them."),
+    "thin_pool_metadata_bytes": ("gauge", "Thin mode: size of the thin pool's metadata, and bytes of it used, "
+                                 "by kind (size, used); the driver refuses new slabs past 75% used."),
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -76,8 +81,10 @@ def increments(fields: dict[str, object], outcome: str, threshold: float) -> lis
         found.append(("failures_total", {"verb": verb, "reason": str(fields.get("reason", "error"))}, 1))
     pooled = fields.get("type", "graph") == "graph"
     if verb == "mount" and pooled:
-        if decision is Decision.REUSED:
+        if decision in (Decision.REUSED, Decision.SNAPSHOTTED):
             found.append(("cache_hits_total", {}, 1))
+        if decision is Decision.SNAPSHOTTED:
+            found.append(("snapshots_total", {}, 1))
         elif decision in (Decision.CREATED, Decision.REFORMATTED):
             found.append(("cache_misses_total", {}, 1))
     evicted = fields.get("evicted") or []
@@ -119,10 +126,11 @@ def gauges_after(pool: Pool, fields: dict[str, object]) -> dict[str, float]:
         elif slab.name == name and decision is Decision.DEFERRED:
             state = "doomed"  # unmounted, tagged for removal, its device still busy
         slabs.append((state, slab.fs_type, slab.size_mb, slab.size_bytes))
-    if decision is Decision.CREATED and isinstance(fields.get("size_mb"), int):
+    if decision in (Decision.CREATED, Decision.SNAPSHOTTED) and isinstance(fields.get("size_mb"), int):
         size = round_to_extents(fields["size_mb"], pool.extent_bytes)
         slabs.append(("used", str(fields.get("fs", "")), fields["size_mb"], size))
-        free_bytes -= size
+        if pool.thin_pool is None:  # a thin slab takes no extents of its own (slab_bytes: virtual size)
+            free_bytes -= size
     gauges: dict[str, float] = {
         _key("volume_group_size_bytes", {}): pool.vg_size_bytes,
         _key("volume_group_free_bytes", {}): max(free_bytes, 0),
@@ -132,6 +140,12 @@ def gauges_after(pool: Pool, fields: dict[str, object]) -> dict[str, float]:
     for state, fs, size_mb, _ in slabs:
         key = _key("slabs", {"state": state, "fs": fs, "size_mb": str(size_mb)})
         gauges[key] = gauges.get(key, 0) + 1
+    thin = pool.thin_pool
+    if thin is not None:  # as read before the call's own change: blocks are known only to the kernel
+        gauges[_key("thin_pool_data_bytes", {"kind": "size"})] = thin.data_bytes
+        gauges[_key("thin_pool_data_bytes", {"kind": "used"})] = thin.data_used_bytes
+        gauges[_key("thin_pool_metadata_bytes", {"kind": "size"})] = thin.metadata_bytes
+        gauges[_key("thin_pool_metadata_bytes", {"kind": "used"})] = thin.metadata_used_bytes
     return gauges
 
 

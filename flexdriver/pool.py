@@ -19,6 +19,9 @@ disagree with LVM: an admin who removes a slab or grows the volume group tells u
     ax.released=<unix seconds>  when it went back to the pool (free only); LRU order
     ax.usage=<permille>         how full its filesystem was when it went back (free and claimed);
                                 missing: never measured, so measured before a pod gets it
+    ax.origin=<slab name>       thin mode: the warm slab this one is a snapshot of (its filesystem
+                                gets a new UUID before it is first mounted)
+    ax.thinpool                 thin mode: the volume group's thin pool, which holds every slab
 
 Tag changes are single lvchange calls, which LVM commits atomically, so a slab is always in
 exactly one of these states whatever instant the driver is killed at.
@@ -31,12 +34,21 @@ import binascii
 import enum
 from collections.abc import Iterable, Sequence
 
-from .errors import BadRequest, Busy, PoolExhausted
+from .errors import BadRequest, Busy, ConfigError, PoolExhausted
 from .record import record
 
 MIB = 1 << 20
 SLAB_TAG = "ax.slab"
+THIN_POOL_TAG = "ax.thinpool"
 NAME_PREFIX = "slab-"
+
+
+class Provisioning(enum.Enum):
+    """How a node's slabs take space: each its own extents (thick), or blocks of one thin pool,
+    shared copy-on-write between a warm slab and the snapshots handed out of it (thin)."""
+
+    THICK = "thick"
+    THIN = "thin"
 
 
 class State(enum.Enum):
@@ -70,6 +82,8 @@ class Slab:
     active: bool = False
     scope: str = "node"
     usage_permille: int | None = None  # measured at release; None when unknown
+    origin: str = ""  # thin mode: the slab it was snapshotted from
+    mapped_bytes: int | None = None  # thin mode: the pool blocks it maps (shared ones included)
 
     @property
     def known_usage(self) -> float | None:
@@ -87,7 +101,9 @@ def decode_dir(value: str) -> str | None:
         return None
 
 
-def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None, active=False) -> Slab | None:
+def slab_from_tags(
+    name: str, size_bytes: int, tags: Iterable[str], device=None, active=False, mapped_bytes: int | None = None
+) -> Slab | None:
     """The slab these tags describe, or None for an LV that is not (or not wholly) ours."""
     tags = frozenset(tags)
     if SLAB_TAG not in tags:
@@ -123,6 +139,8 @@ def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None,
         active=active,
         scope=values.get("ax.scope", "node"),
         usage_permille=usage,
+        origin=values.get("ax.origin", ""),
+        mapped_bytes=mapped_bytes,
     )
 
 
@@ -143,12 +161,13 @@ def state_tags(slab: Slab) -> frozenset[str]:
 
 
 def identity_tags(slab: Slab) -> frozenset[str]:
-    return frozenset(
-        {
-            SLAB_TAG, f"ax.type={slab.kind.value}", f"ax.fs={slab.fs_type}", f"ax.size_mb={slab.size_mb}",
-            f"ax.scope={slab.scope}",
-        }
-    )
+    tags = {
+        SLAB_TAG, f"ax.type={slab.kind.value}", f"ax.fs={slab.fs_type}", f"ax.size_mb={slab.size_mb}",
+        f"ax.scope={slab.scope}",
+    }
+    if slab.origin:
+        tags.add(f"ax.origin={slab.origin}")
+    return frozenset(tags)
 
 
 def all_tags(slab: Slab) -> frozenset[str]:
@@ -189,6 +208,26 @@ def condition(slab: Slab, facts: Facts) -> Condition:
 
 
 @record
+class ThinPool:
+    """The thin pool every slab of a thin-mode node lives in (an LV tagged ax.thinpool)."""
+
+    name: str
+    data_bytes: int
+    data_used_bytes: int
+    metadata_bytes: int
+    metadata_used_bytes: int
+    error_when_full: bool = True
+
+    @property
+    def data_fraction(self) -> float:
+        return self.data_used_bytes / self.data_bytes if self.data_bytes else 1.0
+
+    @property
+    def metadata_fraction(self) -> float:
+        return self.metadata_used_bytes / self.metadata_bytes if self.metadata_bytes else 1.0
+
+
+@record
 class Pool:
     volume_group: str
     vg_size_bytes: int
@@ -198,6 +237,13 @@ class Pool:
     # How much LVM's metadata text may still grow before every change to the volume group
     # fails (see metadata_headroom); None when LVM did not say.
     metadata_headroom_bytes: int | None = None
+    thin_pool: ThinPool | None = None
+    # LVs that are not slabs (the thin pool's hidden data and metadata LVs are not listed).
+    other_volumes: tuple[str, ...] = ()
+
+    @property
+    def provisioning(self) -> Provisioning:
+        return Provisioning.THIN if self.thin_pool is not None else Provisioning.THICK
 
 
 # LVM keeps its metadata as text in a circular area on each PV, and writes a change as a new whole
@@ -239,15 +285,21 @@ class Action(enum.Enum):
     REFORMAT = "reformat"  # this dir's own half-made slab, its maker dead: format it again
     REUSE = "reuse"  # a warm free slab of the same size and filesystem
     CREATE = "create"  # a new slab
+    # Thin mode: a new copy-on-write snapshot of the warmest free slab of the same key; the free
+    # slab itself stays in the pool, so every pod of a burst starts from the same warm cache.
+    SNAPSHOT = "snapshot"
+    # Thin mode: the pool is above its high-water mark; remove these (garbage, then the least
+    # recently used free slabs), read the pool again and plan again.
+    MAKE_ROOM = "make room"
 
 
 @record
 class MountPlan:
     action: Action
-    slab: Slab | None = None  # for RESUME, REFORMAT, REUSE
+    slab: Slab | None = None  # for RESUME, REFORMAT, REUSE; the origin for SNAPSHOT
     remove: tuple[Slab, ...] = ()  # garbage and evictions, removed before the action
     evicted: tuple[Slab, ...] = ()  # the warm slabs among `remove`
-    size_bytes: int = 0  # for CREATE: the LV size, rounded up to whole extents
+    size_bytes: int = 0  # for CREATE: the LV size (virtual in thin mode), rounded up to whole extents
     measure: bool = False  # for REUSE: nobody measured this slab; measure it before the pod gets it
 
 
@@ -263,16 +315,21 @@ def check_size_cap(size_mb: int, max_size_mb: int) -> None:
         raise BadRequest(f"size_mb {size_mb} is above this node's max_size_mb {max_size_mb}; nothing was created or evicted")
 
 
-def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0, threshold: float = 0.5) -> MountPlan:
+def plan_mount(
+    pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0, threshold: float = 0.5, high_water: float = 0.8
+) -> MountPlan:
     """What a mount does. A pod's own slab (a retry, a reboot) is mounted again whatever its size;
     anything else first passes the node's size cap. A warm slab is handed on only if it is
-    known to be at most `threshold` full, or is to be measured first (MountPlan.measure)."""
+    known to be at most `threshold` full, or is to be measured first (MountPlan.measure). In
+    thin mode `high_water` is the fraction of the thin pool's data above which no new slab is
+    handed out (see _plan_thin)."""
     size_bytes = round_to_extents(want.size_mb, pool.extent_bytes)
-    if size_bytes > pool.vg_size_bytes:
-        raise BadRequest(
-            f"size_mb {want.size_mb} is larger than volume group {pool.volume_group} "
-            f"({pool.vg_size_bytes // MIB} MiB in all)"
-        )
+    limit, holder = (
+        (pool.thin_pool.data_bytes, f"thin pool {pool.volume_group}/{pool.thin_pool.name}")
+        if pool.thin_pool is not None else (pool.vg_size_bytes, f"volume group {pool.volume_group}")
+    )
+    if size_bytes > limit:
+        raise BadRequest(f"size_mb {want.size_mb} is larger than {holder} ({limit // MIB} MiB in all)")
     conditions = {slab.name: condition(slab, facts) for slab in pool.slabs}
     garbage = [s for s in pool.slabs if conditions[s.name] is Condition.GARBAGE]
 
@@ -297,15 +354,11 @@ def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0, thres
 
     check_size_cap(want.size_mb, max_size_mb)
     reusable = [s for s in pool.slabs if conditions[s.name] in (Condition.FREE, Condition.ORPHAN)]
-    if want.kind is Kind.GRAPH:
-        matching = [
-            s for s in reusable
-            if s.kind is Kind.GRAPH and s.size_mb == want.size_mb and s.fs_type == want.fs_type
-            and s.scope == want.scope and plan_release(s, None, threshold) is not Release.DELETE
-        ]
-        if matching:
-            warmest = max(matching, key=lambda s: (s.released_at, s.name))
-            return _reuse(warmest, tuple(garbage), threshold)
+    warmest = _warmest(reusable, want, threshold)
+    if pool.thin_pool is not None:
+        return _plan_thin(pool, pool.thin_pool, want, size_bytes, garbage, reusable, warmest, high_water)
+    if warmest is not None:
+        return _reuse(warmest, tuple(garbage), threshold)
 
     available = pool.vg_free_bytes + sum(s.size_bytes for s in garbage)
     metadata_short = _metadata_short(pool, removed=len(garbage), evicted=0)
@@ -332,6 +385,97 @@ def plan_mount(pool: Pool, want: Want, facts: Facts, max_size_mb: int = 0, thres
             f"nothing else can be reclaimed now, so nothing was evicted (kubelet will retry)"
         )
     return MountPlan(Action.CREATE, remove=tuple(garbage) + tuple(evicted), evicted=tuple(evicted), size_bytes=size_bytes)
+
+
+def _warmest(reusable: Sequence[Slab], want: Want, threshold: float) -> Slab | None:
+    """The most recently released reusable slab a pod of `want` may inherit, if any."""
+    if want.kind is not Kind.GRAPH:
+        return None
+    matching = [
+        s for s in reusable
+        if s.kind is Kind.GRAPH and s.size_mb == want.size_mb and s.fs_type == want.fs_type
+        and s.scope == want.scope and plan_release(s, None, threshold) is not Release.DELETE
+    ]
+    return max(matching, key=lambda s: (s.released_at, s.name)) if matching else None
+
+
+# dm-thin keeps its mappings in the pool's metadata device; when that fills, the pool stops
+# (read-only, and `lvconvert --repair` by an admin). The driver never lets it get near that: the
+# metadata is sized for far more mappings than the data can hold (volume_group.thin_pool_sizes),
+# and past this fraction no slab is handed out, as past the data high-water mark.
+THIN_METADATA_HIGH_WATER = 0.75
+
+
+def _plan_thin(
+    pool: Pool, thin: ThinPool, want: Want, size_bytes: int, garbage: Sequence[Slab],
+    reusable: Sequence[Slab], warmest: Slab | None, high_water: float,
+) -> MountPlan:
+    """Thin mode: a snapshot of the warmest free slab of the key, or a new thin volume.
+
+    A slab's blocks are shared with its snapshots, so what a removal gives back is known only
+    after it (LVM reports the blocks each volume maps, not those it maps alone). Above the
+    high-water mark the plan is therefore to remove garbage and then one free slab at a time,
+    least recently used first, the would-be origin last, and to plan again from a fresh report;
+    with nothing left to remove, the mount is refused. Writes past the mark still succeed: the
+    mark keeps headroom for the pods already running, and a full pool fails their writes at once
+    (the pool is made with --errorwhenfull) instead of hanging them.
+    """
+    data_over = thin.data_fraction >= high_water
+    metadata_over = thin.metadata_fraction >= THIN_METADATA_HIGH_WATER
+    if data_over or metadata_over or _metadata_short(pool, removed=len(garbage), evicted=0):
+        if garbage:
+            return MountPlan(Action.MAKE_ROOM, remove=tuple(garbage))
+        evictable = sorted(reusable, key=lambda s: (s is warmest, s.released_at, s.name))
+        if evictable:
+            return MountPlan(Action.MAKE_ROOM, remove=(evictable[0],), evicted=(evictable[0],))
+        what = (
+            f"{thin.data_fraction:.0%} of its data is used (high-water mark {high_water:.0%})" if data_over
+            else f"{thin.metadata_fraction:.0%} of its metadata is used (limit {THIN_METADATA_HIGH_WATER:.0%})"
+            if metadata_over else "the volume group's LVM metadata area is nearly full"
+        )
+        raise PoolExhausted(
+            f"no new slab in thin pool {pool.volume_group}/{thin.name}: {what} and no free slab is left "
+            "to evict; nothing was created (the pods running now keep their headroom; kubelet will retry, "
+            "and mounts work again once pods end)"
+        )
+    if warmest is not None:
+        return MountPlan(Action.SNAPSHOT, warmest, remove=tuple(garbage))
+    return MountPlan(Action.CREATE, remove=tuple(garbage), size_bytes=size_bytes)
+
+
+def surplus_free(pool: Pool, kept: Slab, keep: int) -> tuple[Slab, ...]:
+    """Thin mode, after `kept` went back to the pool: the free slabs of its key (kind, size,
+    filesystem, scope) beyond the `keep` most recently released, oldest first, to be deleted.
+    Pods get snapshots of the warmest, so older copies of a cache only hold pool space."""
+    key = (kept.kind, kept.size_mb, kept.fs_type, kept.scope)
+    same = [
+        s for s in pool.slabs
+        if s.state is State.FREE and (s.kind, s.size_mb, s.fs_type, s.scope) == key
+    ]
+    if not any(s.name == kept.name for s in same):
+        same.append(kept)
+    newest_first = sorted(same, key=lambda s: (s.released_at, s.name), reverse=True)
+    return tuple(reversed(newest_first[keep:]))
+
+
+def check_provisioning(pool: Pool, wanted: Provisioning) -> None:
+    """Refuse to work on a volume group laid out for the other mode. Converting one means
+    deleting every slab (a thick slab cannot move into a thin pool): only an admin does that,
+    on a drained node, with `ax-vol-plugin prepare`."""
+    if pool.provisioning is wanted:
+        return
+    if wanted is Provisioning.THIN:
+        raise ConfigError(
+            f"this node's config says provisioning = thin, but volume group {pool.volume_group} has "
+            f"thick slabs and no thin pool; nothing was changed. To switch the node: drain it, then run "
+            f"`ax-vol-plugin prepare --thin` (it deletes the free slabs, then makes the thin pool), or set "
+            f"provisioning = thick"
+        )
+    raise ConfigError(
+        f"this node's config says provisioning = thick, but volume group {pool.volume_group} holds "
+        f"thin pool {pool.thin_pool.name}; nothing was changed. Set provisioning = thin, or drain the node "
+        f"and run `ax-vol-plugin prepare --thick`"
+    )
 
 
 def _metadata_short(pool: Pool, removed: int, evicted: int) -> bool:
@@ -396,6 +540,7 @@ class Decision(enum.Enum):
     CREATED = ("created new slab", "create")
     REFORMATTED = ("took over half-made slab", "reformat")
     REUSED = ("reused warm slab", "reuse")
+    SNAPSHOTTED = ("snapshot of warm slab", "snapshot")
     RESUMED = ("resumed own slab", "resume")
     ALREADY_MOUNTED = ("already mounted", "already_mounted")
     KEPT = ("kept slab", "keep")

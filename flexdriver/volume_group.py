@@ -11,19 +11,47 @@ import os
 import stat
 
 from .errors import BadRequest, DeviceRefused
-from .pool import MIB
+from .pool import MIB, THIN_POOL_TAG, Provisioning
 from .system import host, udev
 from .system.lvm import LVM
 from .system.runner import Runner
 
 
-def create_on_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: int | None = None) -> str:
+def create_on_blank_device(
+    runner: Runner, lvm: LVM, device: str, needed_mb: int | None = None,
+    provisioning: Provisioning = Provisioning.THICK,
+) -> str:
     """vgcreate `lvm.vg` on `device` (a path, or a `udev:` match resolved here) after
-    check_blank_device; returns the device node it was made on."""
+    check_blank_device, and in thin mode the thin pool in it; returns the device node."""
     device = udev.resolve_device(device)
     check_blank_device(runner, lvm, device, needed_mb)
     lvm.create_volume_group(device)
+    if provisioning is Provisioning.THIN:
+        create_thin_pool(lvm, host.device_size(device))
     return device
+
+
+# The thin pool's block size, which is also what copy-on-write copies: a snapshot's first write
+# into a chunk it shares copies the whole chunk. dm-thin's smallest, 64 KiB, suits image caches
+# (layers of many small files, written a few KiB at a time) best; bigger chunks cost less
+# metadata but turn every small write into a bigger copy and more pool space per snapshot.
+THIN_CHUNK_BYTES = 64 * 1024
+THIN_POOL_NAME = "thinpool"
+# dm-thin needs about 64 bytes of metadata per mapped chunk (LVM's own estimate); twice that
+# leaves room for the btree nodes that snapshots stop sharing as they diverge, and for thousands
+# of thin volumes. dm-thin's metadata device holds at most ~16 GiB.
+THIN_METADATA_PER_CHUNK = 128
+THIN_METADATA_MIN = 64 * MIB
+THIN_METADATA_MAX = 15 * 1024 * MIB
+
+
+def thin_metadata_bytes(device_bytes: int) -> int:
+    wanted = device_bytes // THIN_CHUNK_BYTES * THIN_METADATA_PER_CHUNK
+    return -(-min(max(wanted, THIN_METADATA_MIN), THIN_METADATA_MAX) // MIB) * MIB
+
+
+def create_thin_pool(lvm: LVM, device_bytes: int) -> None:
+    lvm.create_thin_pool(THIN_POOL_NAME, thin_metadata_bytes(device_bytes), THIN_CHUNK_BYTES, [THIN_POOL_TAG])
 
 
 def check_blank_device(runner: Runner, lvm: LVM, device: str, needed_mb: int | None = None) -> None:

@@ -13,7 +13,7 @@ import click
 from .. import config as config_module
 from .. import inventory
 from ..errors import DriverError
-from ..pool import Condition, Facts, Pool, Slab, State, condition
+from ..pool import Condition, Facts, Pool, Provisioning, Slab, State, condition
 from ..system.lock import node_lock
 from ..system.lvm import LVM
 from ..system.runner import Runner
@@ -47,6 +47,11 @@ def load_config(ctx: click.Context) -> config_module.Config:
 def runner_of(ctx: click.Context) -> Runner:
     """The command runner; tests put a fake one in the context object."""
     return (ctx.obj or {}).get("runner") or Runner()
+
+
+def lvm_of(runner: Runner, config: config_module.Config) -> LVM:
+    """The node's LVM, reporting the thin pool's figures when the node is in thin mode."""
+    return LVM(runner, config.volume_group, config.command_timeout_s, thin=config.provisioning is Provisioning.THIN)
 
 
 def read(lvm: LVM) -> inventory.Snapshot:

@@ -39,7 +39,8 @@ def show_config(ctx: click.Context, as_json: bool, keys: Tuple[str, ...]) -> Non
     unknown = [key for key in keys if key not in KEYS]
     if unknown:
         fail(f"unknown key '{unknown[0]}' (known: {', '.join(KEYS)})", EXIT_USAGE)
-    values = load_config(ctx)._asdict()
+    # Enum values (provisioning) as the words the file takes.
+    values = {key: getattr(value, "value", value) for key, value in load_config(ctx)._asdict().items()}
     chosen = list(keys) or list(KEYS)
     if as_json:
         click.echo(json.dumps({key: values[key] for key in chosen}, indent=1))

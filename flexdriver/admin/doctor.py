@@ -18,18 +18,17 @@ from .. import config as config_module
 from .. import inventory
 from ..checks import Check
 from ..errors import DriverError
-from ..pool import MDA_HEADER_BYTES, Facts, Pool, State, metadata_headroom
+from ..pool import MDA_HEADER_BYTES, THIN_METADATA_HIGH_WATER, Facts, Pool, State, metadata_headroom
 from ..system import lvm as lvm_module
-from ..system.lvm import LVM
 from ..system.mounts import MountEntry
 from ..system.runner import Runner
-from .common import EXIT_OK, EXIT_PROBLEMS, load_config, mib, runner_of, state_of
+from .common import EXIT_OK, EXIT_PROBLEMS, load_config, lvm_of, mib, runner_of, state_of
 
 
 def pool_health_checks(config: config_module.Config, runner: Runner) -> List[Check]:
     """Checks of the slab pool itself, added after the prerequisites: the volume group, every
     slab's tags, slabs and mounts that disagree, leftovers for gc, LVM metadata space."""
-    lvm = LVM(runner, config.volume_group, config.command_timeout_s)
+    lvm = lvm_of(runner, config)
     try:
         snapshot = inventory.read_pool(lvm)
     except DriverError as err:
@@ -45,7 +44,25 @@ def pool_health_checks(config: config_module.Config, runner: Runner) -> List[Che
         waiting_for_gc(pool, facts),
         slab_mounts(pool, mounts),
         metadata_space(pool, *_metadata_area(runner, config)),
+        *([thin_pool_space(pool, config.thin_high_water)] if pool.thin_pool is not None else []),
     ]
+
+
+def thin_pool_space(pool: Pool, high_water: float) -> Check:
+    """Thin mode: the pool's data and metadata use against the marks past which the driver
+    refuses new slabs, and whether a full pool fails writes at once."""
+    thin = pool.thin_pool
+    name = "thin pool"
+    detail = (f"{pool.volume_group}/{thin.name}: data {thin.data_fraction:.0%} of {mib(thin.data_bytes)} used "
+              f"(new slabs refused from {high_water:.0%}), metadata {thin.metadata_fraction:.0%} of "
+              f"{mib(thin.metadata_bytes)} (refused from {THIN_METADATA_HIGH_WATER:.0%})")
+    if not thin.error_when_full:
+        return Check(name, False, f"{detail}; a full pool would queue writes for 60 s instead of failing them",
+                     f"lvchange --errorwhenfull y {pool.volume_group}/{thin.name} (the next mount does it too)")
+    if thin.data_fraction >= high_water or thin.metadata_fraction >= THIN_METADATA_HIGH_WATER:
+        return Check(name, False, f"over its mark: {detail}; new mounts are refused once no free slab is left to evict",
+                     "let pods end, evict free slabs (ax-vol-plugin evict), or give the node a bigger disk")
+    return Check(name, True, detail)
 
 
 def missing_volume_group(config: config_module.Config, runner: Runner) -> Check:

@@ -13,8 +13,7 @@ import click
 
 from .. import inventory
 from ..pool import Condition, Facts, Pool, Slab, condition
-from ..system.lvm import LVM
-from .common import BUSY, EXIT_PROBLEMS, age, confirm, load_config, locked, mib, now, read, reread_under_lock, runner_of
+from .common import BUSY, EXIT_PROBLEMS, age, confirm, load_config, locked, lvm_of, mib, now, read, reread_under_lock, runner_of
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -70,7 +69,7 @@ def evict(ctx, older_than, keep, size_mb, fs_type, dry_run, yes) -> None:
     if older_than is None and keep is None:
         raise click.UsageError("say which free slabs to evict: --older-than DURATION, --keep N, or both")
     config = load_config(ctx)
-    lvm = LVM(runner_of(ctx), config.volume_group, config.command_timeout_s)
+    lvm = lvm_of(runner_of(ctx), config)
     criteria = dict(older_than_s=older_than, keep=keep, size_mb=size_mb, fs_type=fs_type)
     snapshot = read(lvm)
     if snapshot.pool is None:

@@ -23,7 +23,7 @@ import click
 from .. import inventory
 from ..pool import Condition, Facts, Kind, Pool, Release, Slab, State, condition, plan_release, state_tags
 from ..system.lvm import LVM
-from .common import BUSY, EXIT_PROBLEMS, confirm, load_config, locked, mib, now, read, reread_under_lock, runner_of
+from .common import BUSY, EXIT_PROBLEMS, confirm, load_config, locked, lvm_of, mib, now, read, reread_under_lock, runner_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +98,7 @@ def apply(lvm: LVM, steps: Sequence[Step], at: int) -> Tuple[List[str], List[str
 def gc(ctx: click.Context, dry_run: bool, yes: bool) -> None:
     """Reclaim slabs left by crashes and deleted pods (as the driver's next mount would)."""
     config = load_config(ctx)
-    lvm = LVM(runner_of(ctx), config.volume_group, config.command_timeout_s)
+    lvm = lvm_of(runner_of(ctx), config)
     snapshot = read(lvm)
     if snapshot.pool is None:
         click.echo(f"volume group {config.volume_group} does not exist; nothing to reclaim")

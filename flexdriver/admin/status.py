@@ -13,9 +13,8 @@ from .. import inventory
 from ..errors import DriverError
 from ..pool import Pool, Slab, State
 from ..system import filesystems
-from ..system.lvm import LVM
 from ..system.mounts import MountEntry
-from .common import EXIT_OK, STATES, age, load_config, mib, now, read, runner_of, state_of
+from .common import EXIT_OK, STATES, age, load_config, lvm_of, mib, now, read, runner_of, state_of
 
 
 def rows(pool: Pool, mounts: Sequence[MountEntry], at: int) -> List[Dict[str, object]]:
@@ -70,9 +69,24 @@ def summary(pool: Pool, slab_rows: Sequence[Dict[str, object]], unreadable: Sequ
             "slab_bytes": sum(s.size_bytes for s in pool.slabs),
             "extent_bytes": pool.extent_bytes,
         },
+        "thin_pool": _thin_pool(pool),
         "counts": counts,
         "slabs": list(slab_rows),
         "unreadable": list(unreadable),
+    }
+
+
+def _thin_pool(pool: Pool) -> Optional[Dict[str, object]]:
+    thin = pool.thin_pool
+    if thin is None:
+        return None
+    return {
+        "name": thin.name,
+        "data_bytes": thin.data_bytes,
+        "data_used_bytes": thin.data_used_bytes,
+        "metadata_bytes": thin.metadata_bytes,
+        "metadata_used_bytes": thin.metadata_used_bytes,
+        "snapshots": sum(1 for s in pool.slabs if s.origin),
     }
 
 
@@ -102,6 +116,14 @@ def table(body: Dict[str, object]) -> List[str]:
         f"volume group {vg['name']}: {mib(vg['size_bytes'])}, {mib(vg['free_bytes'])} free, "
         f"{mib(vg['slab_bytes'])} in {len(body['slabs'])} slab(s): {shown}"
     )
+    thin = body.get("thin_pool")
+    if thin:
+        lines.append(
+            f"thin pool {thin['name']}: {mib(thin['data_used_bytes'])} of {mib(thin['data_bytes'])} data used "
+            f"({100 * thin['data_used_bytes'] / max(thin['data_bytes'], 1):.0f}%), metadata "
+            f"{100 * thin['metadata_used_bytes'] / max(thin['metadata_bytes'], 1):.0f}% used; "
+            f"{thin['snapshots']} slab(s) are snapshots of a warm one"
+        )
     if body["unreadable"]:
         lines.append(
             f"tagged {', '.join(body['unreadable'])} but the tags do not describe a slab: "
@@ -111,12 +133,14 @@ def table(body: Dict[str, object]) -> List[str]:
 
 
 @click.command(short_help="Slabs, their state, and the totals.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: {volume_group, counts, slabs, unreadable}.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object: {volume_group, thin_pool, counts, slabs, unreadable}."
+)
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Every slab (size, fs, scope, state, pod, mount dir, last used, use%) and the totals."""
     config = load_config(ctx)
-    snapshot = read(LVM(runner_of(ctx), config.volume_group, config.command_timeout_s))
+    snapshot = read(lvm_of(runner_of(ctx), config))
     if snapshot.pool is None:
         message = (
             f"volume group {config.volume_group} does not exist: the driver makes it on {config.device} "

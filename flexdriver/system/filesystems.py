@@ -12,13 +12,15 @@ from .runner import Runner
 MKFS_TIMEOUT_S = 1800.0
 
 
-def mkfs_argv(fs_type: str, device: str) -> list[str]:
+def mkfs_argv(fs_type: str, device: str, thin: bool = False) -> list[str]:
     if fs_type == "ext4":
         # No discard pass over the whole LV, inode tables zeroed lazily after mount, and no
         # blocks reserved for root (dockerd is root anyway, and reserved blocks would skew the
-        # usage that decides whether a slab is kept).
+        # usage that decides whether a slab is kept). In thin mode, metadata_csum_seed: the
+        # checksums are seeded from a field of their own rather than the UUID, so a snapshot
+        # gets a new UUID by rewriting the superblock alone (new_uuid), not every checksum.
         return [
-            "mkfs.ext4", "-F", "-q", "-m", "0",
+            "mkfs.ext4", "-F", "-q", "-m", "0", *(["-O", "metadata_csum_seed"] if thin else []),
             "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
             device,
         ]
@@ -28,8 +30,34 @@ def mkfs_argv(fs_type: str, device: str) -> list[str]:
     raise ValueError(f"unsupported filesystem {fs_type}")
 
 
-def make(runner: Runner, fs_type: str, device: str, timeout_s: float = MKFS_TIMEOUT_S) -> None:
-    runner.run(mkfs_argv(fs_type, device), timeout=timeout_s)
+def make(runner: Runner, fs_type: str, device: str, timeout_s: float = MKFS_TIMEOUT_S, thin: bool = False) -> None:
+    runner.run(mkfs_argv(fs_type, device, thin), timeout=timeout_s)
+
+
+def new_uuid_argv(fs_type: str, device: str) -> list[str]:
+    """A new random UUID for an unmounted filesystem: a snapshot starts with its origin's, and
+    two mounted filesystems with one UUID confuse udev's by-uuid links, blkid and (xfs) the
+    kernel itself, which refuses to mount the second. xfs: xfs_admin rewrites each allocation
+    group's superblock (a few writes, not `mount -o nouuid`, which would leave two equal UUIDs)."""
+    if fs_type == "ext4":
+        return ["tune2fs", "-U", "random", device]
+    if fs_type == "xfs":
+        return ["xfs_admin", "-U", "generate", device]
+    raise ValueError(f"unsupported filesystem {fs_type}")
+
+
+def new_uuid(runner: Runner, fs_type: str, device: str, timeout_s: float) -> None:
+    runner.run(new_uuid_argv(fs_type, device), timeout=timeout_s)
+
+
+def trim(runner: Runner, mount_point: str, timeout_s: float) -> None:
+    """Give the blocks the filesystem no longer uses (deleted images, pruned build cache) back to
+    the thin pool: without it they stay mapped, and the pool fills with what pods deleted.
+    The filesystem is synced first: ext4 hands blocks freed by a delete back to its allocator
+    only when the journal commits them (every 5 s), and fstrim trims only what the allocator
+    holds free, so a pod's last `docker rmi` would otherwise stay mapped in the pool."""
+    runner.run(["sync", "--file-system", mount_point], timeout=timeout_s)
+    runner.run(["fstrim", mount_point], timeout=timeout_s)
 
 
 def measure(mount_point: str, device: tuple[int, int] | str) -> float:

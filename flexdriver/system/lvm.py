@@ -22,6 +22,9 @@ LV_FIELDS = "lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor"
 # vg_mda_*: the metadata area, which every new slab's LV section and every tag change is written
 # to; the pool refuses new slabs before it fills (pool.metadata_headroom).
 VG_FIELDS = "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size"
+# Thin mode only (a thick node's report stays as it was): which LV is the thin pool and how full
+# its data and metadata are, and how many of the pool's blocks each slab maps.
+THIN_FIELDS = "segtype,pool_lv,data_percent,metadata_percent,lv_metadata_size,lv_when_full"
 LVM_TIMEOUT_S = 120.0
 # The same report in the shell, where --reportformat is the shell's, not the command's: plain
 # rows, fields in LV_FIELDS order after VG_FIELDS, joined by a character LVM allows in no name or tag.
@@ -48,6 +51,17 @@ class LogicalVolume:
     tags: frozenset[str]
     active: bool
     device: tuple[int, int] | None
+    # Thin mode's fields (THIN_FIELDS); empty or None in a thick report.
+    segment_type: str = ""
+    thin_pool: str = ""  # the pool a thin LV lives in
+    data_percent: float | None = None  # a thin pool's data used, or a thin LV's blocks mapped
+    metadata_percent: float | None = None  # a thin pool's metadata used
+    metadata_size_bytes: int | None = None  # a thin pool's metadata LV
+    error_when_full: bool = False  # a thin pool that fails writes at once when full
+
+    @property
+    def mapped_bytes(self) -> int | None:
+        return None if self.data_percent is None else int(self.size_bytes * self.data_percent / 100)
 
 
 @record
@@ -68,12 +82,14 @@ def dm_path(volume_group: str, name: str) -> str:
 
 class LVM:
     def __init__(
-        self, runner: Runner, volume_group: str, timeout_s: float = LVM_TIMEOUT_S, shell: LVMShell | None = None
+        self, runner: Runner, volume_group: str, timeout_s: float = LVM_TIMEOUT_S, shell: LVMShell | None = None,
+        thin: bool = False,
     ) -> None:
         self.runner = runner
         self.vg = volume_group
         self.timeout_s = timeout_s
         self.shell = shell if shell is not None else LVMShell(runner, timeout_s)
+        self.lv_fields = f"{LV_FIELDS},{THIN_FIELDS}" if thin else LV_FIELDS
 
     def start_shell(self) -> None:
         """Before the node lock: see LVMShell.start."""
@@ -86,7 +102,7 @@ class LVM:
             return found
         try:
             result = self.runner.run(
-                ["lvs", *REPORT, "-o", f"{VG_FIELDS},{LV_FIELDS}", self.vg], timeout=self.timeout_s
+                ["lvs", *REPORT, "-o", f"{VG_FIELDS},{self.lv_fields}", self.vg], timeout=self.timeout_s
             )
         except CommandFailed:
             # lvs fails the same way for a missing VG and a real error; only the VG list tells.
@@ -104,7 +120,7 @@ class LVM:
     def _report_in_shell(self) -> VolumeGroupReport | None:
         """The report from the shell when it has rows; None leaves it to the single commands
         (an empty volume group, a missing one, an error: lvs says which by its exit status)."""
-        fields = f"{VG_FIELDS},{LV_FIELDS}".split(",")
+        fields = f"{VG_FIELDS},{self.lv_fields}".split(",")
         try:
             result = self.shell.run(["lvs", *SHELL_REPORT, "-o", ",".join(fields), self.vg])
         except ShellUnavailable:
@@ -139,14 +155,55 @@ class LVM:
             ["vgcreate", "--yes", "--metadatasize", "8m", self.vg, device, *BOUNDED_ARCHIVE], timeout=self.timeout_s
         )
 
-    def create(self, name: str, size_bytes: int, tags: Iterable[str]) -> None:
+    def create_thin_pool(self, name: str, metadata_bytes: int, chunk_bytes: int, tags: Iterable[str]) -> None:
+        """The thin pool, on all the volume group's free space (less its metadata and LVM's spare
+        copy of it, which `lvconvert --repair` needs). --zero y: a block a slab writes for the
+        first time is zeroed where the write does not cover it, so no pod ever reads what an
+        earlier tenant's deleted slab left in that block. --discards nopassdown: a trim inside a
+        slab unmaps its blocks in the pool and goes no further; with LVM's default (passdown)
+        fstrim in a slab gave nothing back to the pool on a disk that ignores discards (qemu's
+        default), measured in the VM, and the pool reuses its own blocks anyway."""
         argv = [
-            "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
-            "--size", f"{size_bytes}b", "--name", name,
+            "lvcreate", "--yes", "--type", "thin-pool", "--name", name, "--extents", "100%FREE",
+            "--poolmetadatasize", f"{metadata_bytes}b", "--chunksize", f"{chunk_bytes}b", "--zero", "y",
+            "--discards", "nopassdown",
         ]
         for tag in sorted(tags):
             argv += ["--addtag", tag]
-        argv += [self.vg, *BOUNDED_ARCHIVE]
+        self.runner.run([*argv, self.vg, *BOUNDED_ARCHIVE], timeout=self.timeout_s)
+        self.error_when_full(name)
+
+    def error_when_full(self, pool: str) -> None:
+        """A full thin pool fails writes at once; by default dm-thin queues them for 60 s first,
+        and every pod writing to the node would hang that long. (LVM takes this only as a change
+        to an existing pool, so the driver also sets it on any pool it finds without it.)"""
+        self.runner.run(
+            ["lvchange", "--errorwhenfull", "y", f"{self.vg}/{pool}", *BOUNDED_ARCHIVE], timeout=self.timeout_s
+        )
+
+    def create(self, name: str, size_bytes: int, tags: Iterable[str], thin_pool: str | None = None) -> None:
+        """A new slab: `size_bytes` of the volume group's extents, or, in `thin_pool`, a thin
+        volume of that virtual size (which reads as zeros until written, so needs no wiping)."""
+        if thin_pool is None:
+            argv = [
+                "lvcreate", "--yes", "--wipesignatures", "y", "--zero", "y", "--activate", "y",
+                "--size", f"{size_bytes}b", "--name", name,
+            ]
+        else:
+            argv = ["lvcreate", "--yes", "--activate", "y", "--virtualsize", f"{size_bytes}b", "--name", name]
+        for tag in sorted(tags):
+            argv += ["--addtag", tag]
+        argv += [self.vg if thin_pool is None else f"{self.vg}/{thin_pool}", *BOUNDED_ARCHIVE]
+        if not self._create_in_shell(argv, name, set(tags)):
+            self.runner.run(argv, timeout=self.timeout_s)
+
+    def snapshot(self, origin: str, name: str, tags: Iterable[str]) -> None:
+        """A thin snapshot of `origin`, active (LVM would otherwise mark it to be skipped at
+        activation), with only `tags`: LVM copies none of the origin's tags to a snapshot."""
+        argv = ["lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "--activate", "y", "--name", name]
+        for tag in sorted(tags):
+            argv += ["--addtag", tag]
+        argv += [f"{self.vg}/{origin}", *BOUNDED_ARCHIVE]
         if not self._create_in_shell(argv, name, set(tags)):
             self.runner.run(argv, timeout=self.timeout_s)
 
@@ -280,4 +337,17 @@ def _volume(row: dict[str, str]) -> LogicalVolume:
         tags=tags,
         active=row.get("lv_active", "") == "active",
         device=device,
+        segment_type=row.get("segtype", ""),
+        thin_pool=row.get("pool_lv", ""),
+        data_percent=_optional_float(row.get("data_percent")),
+        metadata_percent=_optional_float(row.get("metadata_percent")),
+        metadata_size_bytes=_optional_int(row.get("lv_metadata_size")),
+        error_when_full=row.get("lv_when_full", "") == "error",
     )
+
+
+def _optional_float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None

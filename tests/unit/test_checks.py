@@ -137,3 +137,21 @@ def test_probe_node_finds_tools_in_the_drivers_search_path(tmp_path, block_devic
     facts = checks.probe_node(Config(device="/dev/null-ish"), runner)
     assert facts.tools["lvcreate"] == f"{tmp_path}/lvcreate" and facts.tools["mkfs.ext4"] is None
     assert [c.name for c in checks.evaluate(facts) if not c.ok][:3] == ["lvm2 tools", "mkfs for ext4", "util-linux tools"]
+
+
+# ---- thin mode's prerequisites ----------------------------------------------------------------
+
+
+def test_thin_mode_needs_thin_check_and_the_dm_thin_module():
+    tools = {program: f"/usr/sbin/{program}" for program in checks.THIN_TOOLS}
+    assert all(c.ok for c in checks.thin_prerequisites(tools, loadable=True))
+    missing, module = checks.thin_prerequisites(dict(tools, thin_check=None), loadable=False)
+    assert not missing.ok and missing.fix == "install thin-provisioning-tools"
+    assert not module.ok and "dm_thin_pool" in module.detail
+
+
+def test_thin_checks_appear_only_in_thin_mode():
+    names = [c.name for c in checks.evaluate(HEALTHY)]
+    assert "thin provisioning tools" not in names
+    names = [c.name for c in checks.evaluate(HEALTHY._replace(thin=True, thin_loadable=True))]
+    assert "thin provisioning tools" in names and "dm-thin" in names

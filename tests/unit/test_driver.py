@@ -76,6 +76,11 @@ class SimulatedNode:
         self.busy: set = set()  # volumes whose device is busy (mounted in another mount namespace)
         self.usage = 0.0
         self._minors = itertools.count()
+        # Thin mode (make_thin): the thin pool's figures, as fractions of its data and metadata.
+        self.thin_pool: dict | None = None
+
+    def make_thin(self, data_used: float = 0.1, metadata_used: float = 0.1, error_when_full: bool = True) -> None:
+        self.thin_pool = {"data_used": data_used, "metadata_used": metadata_used, "error_when_full": error_when_full}
 
     # -- set-up and inspection
 
@@ -175,7 +180,8 @@ class SimulatedNode:
             os.close(fd)
 
     def _vg_row(self) -> dict:
-        used = sum(v["size"] for v in self.volumes.values())
+        # A thin pool takes every extent; thin slabs take none of their own.
+        used = self.vg_size if self.thin_pool is not None else sum(v["size"] for v in self.volumes.values())
         # An 8 MiB metadata area, as the driver makes it, holding ~1.3 KB of text per slab; LVM
         # reports free what half the area (the most one copy may take) leaves beside the text.
         mda_free = (8 * MIB - 512) // 2 - 1024 - 1300 * len(self.volumes)
@@ -186,11 +192,22 @@ class SimulatedNode:
         if not self.has_vg:
             raise CommandFailed(argv, 5, f'Volume group "{VG}" not found')
         target = argv[-1]  # the volume group, or one LV of it
+        thin = self.thin_pool is not None
         rows = [
             dict(self._vg_row(), lv_name=name, lv_size=str(v["size"]), lv_tags=",".join(sorted(v["tags"])),
-                 lv_active="active", lv_kernel_major=str(v["device"][0]), lv_kernel_minor=str(v["device"][1]))
+                 lv_active="active", lv_kernel_major=str(v["device"][0]), lv_kernel_minor=str(v["device"][1]),
+                 segtype="thin" if thin else "linear", pool_lv="thinpool" if thin else "",
+                 data_percent="12.50" if thin else "", metadata_percent="", lv_metadata_size="", lv_when_full="")
             for name, v in self.volumes.items() if target in (VG, f"{VG}/{name}")
         ]
+        if thin and target == VG:
+            pool = self.thin_pool
+            rows.append(dict(
+                self._vg_row(), lv_name="thinpool", lv_size=str(self.vg_size - 128 * MIB), lv_tags="ax.thinpool",
+                lv_active="active", lv_kernel_major="253", lv_kernel_minor="2", segtype="thin-pool", pool_lv="",
+                data_percent=f"{100 * pool['data_used']:.2f}", metadata_percent=f"{100 * pool['metadata_used']:.2f}",
+                lv_metadata_size=str(64 * MIB), lv_when_full="error" if pool["error_when_full"] else "",
+            ))
         if target != VG and not rows:
             raise CommandFailed(argv, 5, f'Failed to find logical volume "{target}"')
         if "json" in argv:
@@ -208,12 +225,22 @@ class SimulatedNode:
         name = argv[argv.index("--name") + 1]
         if name in self.volumes:
             raise CommandFailed(argv, 5, f'Logical Volume "{name}" already exists in volume group "{VG}"')
-        size = int(argv[argv.index("--size") + 1].rstrip("b"))
         tags = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--addtag"}
+        if "thin-pool" in argv:
+            self.make_thin(data_used=0.0, metadata_used=0.05, error_when_full=False)
+            return
+        if "--snapshot" in argv:
+            origin = argv[-1].split("/", 1)[1]
+            size = self.volumes[origin]["size"]
+        else:
+            size = int(argv[argv.index("--virtualsize" if "--virtualsize" in argv else "--size") + 1].rstrip("b"))
         self.volumes[name] = {"size": size, "tags": tags, "device": (253, next(self._minors))}
 
     def _lvchange(self, argv):
         name = argv[-1].split("/", 1)[1]
+        if argv[1] == "--errorwhenfull" and name == "thinpool" and self.thin_pool is not None:
+            self.thin_pool["error_when_full"] = argv[2] == "y"
+            return
         if name not in self.volumes:
             raise CommandFailed(argv, 5, f'Failed to find logical volume "{argv[-1]}"')
         tags = self.volumes[name]["tags"]
@@ -228,12 +255,16 @@ class SimulatedNode:
         failed = []
         for target in argv[2:]:
             name = target.split("/", 1)[1]
-            if name not in self.volumes:
+            if name == "thinpool" and self.thin_pool is not None:
+                self.thin_pool = None
+            elif name not in self.volumes:
                 failed.append(f'Failed to find logical volume "{target}"')
             elif name in self.busy:
                 failed.append(f"Logical volume {target} contains a filesystem in use.")
             else:
                 del self.volumes[name]
+                if self.thin_pool is not None:  # what a removal frees, as the next report shows it
+                    self.thin_pool["data_used"] -= self.thin_pool.get("freed_per_removal", 0.0)
         if failed:
             raise CommandFailed(argv, 5, "\n".join(failed))
 
@@ -241,6 +272,10 @@ class SimulatedNode:
         pass
 
     _mkfs_xfs = _mkfs_ext4
+    _tune2fs = _mkfs_ext4
+    _xfs_admin = _mkfs_ext4
+    _fstrim = _mkfs_ext4
+    _sync = _mkfs_ext4
 
     def _mount(self, argv):
         source, mount_point = argv[-2], argv[-1]
@@ -295,6 +330,11 @@ class SimulatedShell:
 
 @pytest.fixture
 def node(tmp_path, monkeypatch):
+    return simulated_node(tmp_path, monkeypatch)
+
+
+def simulated_node(tmp_path, monkeypatch) -> SimulatedNode:
+    """A SimulatedNode the driver reads its mounts, usage and superblocks from."""
     sim = SimulatedNode(lock_path=str(tmp_path / "run" / "lock"))
     monkeypatch.setattr(driver_module, "read_mounts", lambda: list(sim.mounts))
     monkeypatch.setattr(filesystems, "measure", lambda mount_point, device: sim.usage)

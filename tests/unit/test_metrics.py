@@ -199,3 +199,24 @@ def test_a_damaged_state_file_starts_the_counts_again(tmp_path):
     config = Config(metrics_dir=str(tmp_path / "textfile"), run_dir=str(tmp_path / "run"))
     assert metrics.record_call(config, {"verb": "unmount", "decision": Decision.KEPT}, "Success", 0.1)
     assert 'calls_total{outcome="success",verb="unmount"} 1' in (tmp_path / "textfile" / "ax_vol_plugin.prom").read_text()
+
+
+def test_a_snapshot_of_a_warm_slab_is_a_cache_hit_and_a_snapshot():
+    found = counted({"verb": "mount", "type": "graph", "decision": Decision.SNAPSHOTTED, "slab": "s"})
+    assert found[("cache_hits_total", ())] == 1 and found[("snapshots_total", ())] == 1
+    assert ("cache_misses_total", ()) not in found
+
+
+def test_thin_mode_gauges_the_thin_pool_and_new_thin_slabs_take_no_extents():
+    from flexdriver.pool import ThinPool
+
+    thin = ThinPool("thinpool", 8192 * MIB, 2048 * MIB, 64 * MIB, 8 * MIB)
+    snapshot = pool(slab("warm", State.FREE), free_mb=0)._replace(thin_pool=thin)
+    gauges = metrics.gauges_after(snapshot, {"verb": "mount", "decision": Decision.SNAPSHOTTED, "slab": "new",
+                                             "size_mb": 1024, "fs": "ext4"})
+    assert gauge(gauges, "thin_pool_data_bytes", kind="size") == 8192 * MIB
+    assert gauge(gauges, "thin_pool_data_bytes", kind="used") == 2048 * MIB
+    assert gauge(gauges, "thin_pool_metadata_bytes", kind="used") == 8 * MIB
+    assert gauge(gauges, "volume_group_free_bytes") == 0
+    assert gauge(gauges, "slabs", state="used", fs="ext4", size_mb="1024") == 1
+    assert gauge(gauges, "slabs", state="free", fs="ext4", size_mb="1024") == 1

@@ -33,9 +33,9 @@ def test_given_keys_only_their_values_one_per_line_in_the_order_asked(invoke, tm
 
 
 def test_json_has_the_values_in_their_types(invoke, tmp_path):
-    path = write(tmp_path, "[vol_plugin]\nusage_threshold = 0.7\n")
+    path = write(tmp_path, "[vol_plugin]\nusage_threshold = 0.7\nprovisioning = thin\n")
     body = json.loads(invoke("--config", path, "config", "--json").stdout)
-    assert body == dict(Config()._asdict(), usage_threshold=0.7)
+    assert body == dict(Config()._asdict(), usage_threshold=0.7, provisioning="thin")
     assert json.loads(invoke("--config", path, "config", "--json", "log_keep").stdout) == {"log_keep": 5}
 
 

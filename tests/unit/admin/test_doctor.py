@@ -181,3 +181,37 @@ def test_an_unreadable_pool_is_a_failed_check_not_a_crash(prerequisites, node, i
     node.failing.add("lvs")
     line = pool_lines(invoke("doctor"))["volume group"]
     assert line.startswith(f"FAIL volume group: {VG} cannot be read: lvs ")
+
+
+# ---- thin mode ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def thin_config(tmp_path):
+    conf = tmp_path / "thin.conf"
+    conf.write_text("[vol_plugin]\nprovisioning = thin\n")
+    return str(conf)
+
+
+def thin_check_of(result):
+    (line,) = [line for line in result.stdout.splitlines() if "thin pool:" in line]
+    return line
+
+
+def test_a_thin_pool_under_its_marks_is_healthy(prerequisites, node, invoke, thin_config):
+    node.make_thin(data_used=0.3, metadata_used=0.1)
+    result = invoke("--config", thin_config, "doctor")
+    assert "data 30% of" in thin_check_of(result) and thin_check_of(result).startswith("ok")
+
+
+def test_a_thin_pool_past_its_high_water_mark_fails_with_what_to_do(prerequisites, node, invoke, thin_config):
+    node.make_thin(data_used=0.85)
+    result = invoke("--config", thin_config, "doctor")
+    assert result.exit_code == EXIT_PROBLEMS
+    assert "over its mark" in thin_check_of(result) and "evict" in thin_check_of(result)
+
+
+def test_a_thin_pool_that_would_queue_writes_when_full_fails(prerequisites, node, invoke, thin_config):
+    node.make_thin(error_when_full=False)
+    result = invoke("--config", thin_config, "doctor")
+    assert "lvchange --errorwhenfull y" in thin_check_of(result)

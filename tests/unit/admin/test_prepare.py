@@ -6,10 +6,11 @@ import pytest
 
 from flexdriver import volume_group
 from flexdriver.admin.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
+from flexdriver.pool import State
 from flexdriver.system import lvm as lvm_module
 from flexdriver.volume_group import check_blank_device
 
-from .simulated import VG
+from .simulated import VG, slab
 
 
 @pytest.fixture
@@ -90,3 +91,57 @@ def test_a_physical_volume_lvm_does_not_show_is_refused_saying_what_it_may_be(bl
     assert f"volume group {VG} is not visible to LVM, and device {tmp_path} carries an LVM physical volume" in result.stderr
     assert "another volume group" in result.stderr and "cannot read it" in result.stderr
     assert "vgcreate" not in blank.programs()
+
+
+# ---- thin provisioning: made on a blank device, or switched to on a drained node -------------
+
+
+def test_a_blank_device_gets_the_volume_group_and_its_thin_pool(blank, invoke, tmp_path, monkeypatch):
+    monkeypatch.setattr(volume_group.host, "device_size", lambda device: 100 << 30)
+    result = invoke("prepare", "--device", str(tmp_path), "--thin", "--yes")
+    assert result.exit_code == EXIT_OK, result.stderr
+    (create,) = [argv for argv in blank.calls if argv[0] == "lvcreate"]
+    assert create[:4] == ["lvcreate", "--yes", "--type", "thin-pool"]
+    # 100 GiB in 64 KiB chunks at 128 bytes each: 200 MiB of metadata.
+    assert create[create.index("--poolmetadatasize") + 1] == f"{200 << 20}b"
+    assert blank.thin_pool["error_when_full"]
+    assert "with a thin pool" in result.stdout
+    assert "set provisioning = thin" in result.stdout  # the config still says thick
+
+
+def test_a_drained_thick_node_switches_to_thin_deleting_its_free_slabs(node, invoke):
+    node.add(slab("slab-a", State.FREE, 1, released_at=100, usage=100))
+    node.add(slab("slab-b", State.FREE, 2, released_at=200, usage=100))
+    result = invoke("prepare", "--thin", "--yes")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert node.volumes == {} and node.thin_pool is not None and node.thin_pool["error_when_full"]
+    assert f"volume group {VG} is now thin: deleted 2 free slab(s)" in result.stdout
+    remove = [argv for argv in node.calls if argv[0] == "lvremove"]
+    assert all(node.locked[node.calls.index(argv)] for argv in remove)
+
+
+def test_switching_is_refused_while_a_slab_is_in_use_and_changes_nothing(node, invoke, kubelet_dir):
+    mount_dir = kubelet_dir("1111")
+    node.add(slab("slab-used", State.USED, 1, mount_dir=mount_dir, uid="1111"))
+    node.mount_slab("slab-used", mount_dir)
+    node.add(slab("slab-free", State.FREE, 2, released_at=100, usage=100))
+    result = invoke("prepare", "--thin", "--yes")
+    assert result.exit_code == EXIT_PROBLEMS
+    assert "slab-used are in use or being made: drain the node first; nothing changed" in result.stderr
+    assert set(node.volumes) == {"slab-used", "slab-free"} and node.thin_pool is None
+    assert [p for p in node.programs() if p not in ("lvs", "vgs")] == []
+
+
+def test_a_drained_thin_node_switches_back_to_thick(node, invoke):
+    node.make_thin()
+    node.add(slab("slab-a", State.FREE, 1, released_at=100, usage=100))
+    result = invoke("prepare", "--thick", "--yes")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert node.volumes == {} and node.thin_pool is None
+
+
+def test_prepare_thin_on_a_thin_node_changes_nothing(node, invoke):
+    node.make_thin()
+    result = invoke("prepare", "--thin", "--yes")
+    assert (result.exit_code, result.stdout.splitlines()[0]) == (EXIT_OK, f"volume group {VG} already exists; nothing to do")
+    assert [p for p in node.programs() if p not in ("lvs", "vgs")] == []
