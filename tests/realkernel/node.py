@@ -206,8 +206,28 @@ def slabs() -> Dict[str, SlabView]:
         for tag in filter(None, row["lv_tags"].split(",")):
             key, _, value = tag.partition("=")
             tags[key] = value
+        if "ax.thinpool" in tags:
+            continue  # thin mode: the pool the slabs live in (thin_pool_figures), not a slab
         views[row["lv_name"]] = SlabView(row["lv_name"], int(row["lv_size"]), tags)
     return views
+
+
+def thin_pool_figures() -> Dict[str, float]:
+    """Thin mode: the thin pool's size and use, as LVM reports them."""
+    out = run("lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+              "lv_name,lv_size,lv_tags,data_percent,metadata_percent,lv_when_full", VOLUME_GROUP).stdout
+    (row,) = [r for r in json.loads(out)["report"][0]["lv"] if "ax.thinpool" in r["lv_tags"].split(",")]
+    size = int(row["lv_size"])
+    return {
+        "size_bytes": size,
+        "data_used_bytes": size * float(row["data_percent"]) / 100,
+        "metadata_percent": float(row["metadata_percent"]),
+        "error_when_full": row["lv_when_full"] == "error",
+    }
+
+
+def filesystem_uuid(device: str) -> str:
+    return run("blkid", "-p", "-s", "UUID", "-o", "value", device).stdout.strip()
 
 
 def volume_group_free_bytes() -> int:

@@ -1,0 +1,190 @@
+"""Thin provisioning (provisioning = thin) on the real kernel: every pod of a burst starts from
+the one warm slab, each on a copy-on-write snapshot of its own with a filesystem UUID of its own;
+the usage rule and surplus free slabs; space a pod deleted goes back to the pool; a full pool fails
+writes at once, refuses new mounts cleanly, and recovers on its own; a crash at each new step."""
+
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from . import node
+from .conftest import CONFIG_PATH, SCRATCH
+from .node import Pod, check_pool, read_marker, slab_at, slabs, thin_pool_figures, write_marker
+from .test_crash import crash_mount, crashed_call
+
+MIB = 1 << 20
+CACHE_MB = 96  # the "image" the first pod leaves in its slab
+
+
+def configure(**keys) -> None:
+    lines = [f"device = {SCRATCH}"] + [f"{key} = {value}" for key, value in keys.items()]
+    with open(CONFIG_PATH, "w") as handle:
+        handle.write("[vol_plugin]\n" + "\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def thin(kubelet):
+    configure(provisioning="thin")
+    return kubelet
+
+
+def all_at_once(fn, pods):
+    with ThreadPoolExecutor(max_workers=len(pods)) as pool:
+        return list(pool.map(fn, pods))
+
+
+def write_file(pod: Pod, name: str, mib: int) -> None:
+    chunk = os.urandom(MIB)
+    with open(os.path.join(pod.dir, name), "wb") as handle:
+        for _ in range(mib):
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def warm_slab(kubelet, size_mb=512, fs_type="ext4") -> tuple:
+    """A first pod leaves a cache (a marker and CACHE_MB of data) and ends; its slab is free."""
+    first = Pod(size_mb=size_mb, fs_type=fs_type)
+    assert kubelet.mount(first).ok
+    write_marker(first, "cache-v1")
+    write_file(first, "image.tar", CACHE_MB)
+    name = slab_at(first)
+    assert kubelet.unmount(first).ok
+    assert slabs()[name].state == "free"
+    return first, name
+
+
+def test_a_burst_of_pods_all_start_warm_each_on_its_own_snapshot(thin):
+    _, origin = warm_slab(thin)
+    after_one = thin_pool_figures()["data_used_bytes"]
+    burst = [Pod(size_mb=512) for _ in range(4)]
+    replies = all_at_once(thin.mount, burst)
+    assert all(r.ok for r in replies), [r.message for r in replies if not r.ok]
+    check_pool(running=burst)
+    names = [slab_at(p) for p in burst]
+    assert len(set(names)) == 4 and origin not in names, "each pod its own snapshot, never the warm slab"
+    pool = slabs()
+    assert all(pool[n].tags.get("ax.origin") == origin for n in names)
+    assert pool[origin].state == "free"
+    assert all(read_marker(p) == "cache-v1" for p in burst), "every pod of the burst starts warm"
+    assert all(os.path.getsize(os.path.join(p.dir, "image.tar")) == CACHE_MB * MIB for p in burst)
+    uuids = [node.filesystem_uuid(pool[n].device) for n in names + [origin]]
+    assert len(set(uuids)) == 5, f"filesystem UUIDs shared: {uuids}"
+    # The burst shares the cache's blocks: five copies of it cost about one.
+    assert thin_pool_figures()["data_used_bytes"] <= 1.3 * after_one
+    # Copy-on-write: what one pod writes, no other sees.
+    write_marker(burst[0], "changed by the first pod")
+    assert [read_marker(p) for p in burst[1:]] == ["cache-v1"] * 3
+    replies = all_at_once(thin.unmount, burst)
+    assert all(r.ok for r in replies), [r.message for r in replies if not r.ok]
+    check_pool()
+    free = [s for s in slabs().values() if s.state == "free"]
+    assert len(free) == 2, "thin_keep_free (2) free slabs of the key are kept, the warmest"
+
+
+def test_xfs_snapshots_mount_side_by_side_with_uuids_of_their_own(thin):
+    warm_slab(thin, size_mb=320, fs_type="xfs")
+    pods = [Pod(size_mb=320, fs_type="xfs") for _ in range(2)]
+    for pod in pods:  # xfs refuses to mount a second filesystem with a UUID already mounted
+        reply = thin.mount(pod)
+        assert reply.ok, reply.message
+        assert read_marker(pod) == "cache-v1"
+    check_pool(running=pods)
+    for pod in pods:
+        assert thin.unmount(pod).ok
+    check_pool()
+
+
+def test_the_usage_rule_holds_and_what_a_pod_deleted_goes_back_to_the_pool(thin):
+    _, origin = warm_slab(thin)
+    pod = Pod(size_mb=512)
+    assert thin.mount(pod).ok
+    before = thin_pool_figures()["data_used_bytes"]
+    write_file(pod, "scratch", 256)
+    assert thin_pool_figures()["data_used_bytes"] >= before + 200 * MIB
+    os.unlink(os.path.join(pod.dir, "scratch"))
+    name = slab_at(pod)
+    assert thin.unmount(pod).ok
+    assert slabs()[name].state == "free"
+    # The unmount trimmed the pod's volume: the 256 MiB it deleted are the pool's again.
+    after = thin_pool_figures()["data_used_bytes"]
+    assert after <= before + 32 * MIB, (after - before, node.log_lines()[-1])
+    full = Pod(size_mb=512)
+    assert thin.mount(full).ok
+    node.fill(full, 0.7)
+    name = slab_at(full)
+    assert thin.unmount(full).ok
+    assert name not in slabs(), "a slab more than half full is deleted, in thin mode as in thick"
+    check_pool()
+
+
+def test_a_full_pool_fails_writes_at_once_refuses_mounts_cleanly_and_recovers_by_itself(thin):
+    keeper = Pod(size_mb=256)
+    assert thin.mount(keeper).ok
+    write_marker(keeper, "keeper's data")
+    assert thin_pool_figures()["error_when_full"]
+    pool_mb = thin_pool_figures()["size_bytes"] // MIB
+    hog = Pod(size_mb=pool_mb - 16)  # with the keeper's, more virtual space than the pool has
+    assert thin.mount(hog).ok
+    # The hog writes past the pool's end: its writes fail with an error (no queueing).
+    written = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={hog.dir}/fill", "bs=1M", f"count={pool_mb}", "oflag=direct", "status=none"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert written.returncode != 0, "writing past a full thin pool must fail"
+    assert "error" in written.stderr.lower() or "no space" in written.stderr.lower(), written.stderr
+    # No new slab while the pool is over its high-water mark with nothing free to evict.
+    late = Pod(size_mb=256)
+    refused = thin.mount(late)
+    assert not refused.ok and "high-water mark" in refused.message, refused.message
+    assert slab_at(late) is None and len(slabs()) == 2
+    assert read_marker(keeper) == "keeper's data"
+    # The hog's volume is over half full: deleted when it ends, and mounts work again.
+    name = slab_at(hog)
+    assert thin.unmount(hog).ok
+    assert name not in slabs()
+    assert thin.mount_retrying(late).ok
+    check_pool(running=[keeper, late])
+    assert read_marker(keeper) == "keeper's data"
+    for pod in (keeper, late):
+        assert thin.unmount(pod).ok
+    check_pool()
+
+
+def test_a_thin_config_on_a_thick_volume_group_is_refused_and_changes_nothing(kubelet):
+    pod = Pod(size_mb=128)
+    assert kubelet.mount(pod).ok  # the default config: a thick volume group
+    assert kubelet.unmount(pod).ok
+    before = slabs()
+    configure(provisioning="thin")
+    refused = kubelet.mount(Pod(size_mb=128))
+    assert not refused.ok
+    assert "provisioning = thin" in refused.message and "prepare --thin" in refused.message
+    assert slabs() == before
+
+
+@pytest.mark.parametrize("step", ["mount-after-snapshot", "mount-after-new-uuid", "mount-after-mount"])
+def test_a_snapshot_mount_killed_at_each_step_is_completed_warm(thin, step):
+    _, origin = warm_slab(thin)
+    pod = Pod(size_mb=512)
+    crash_mount(thin, pod, step)
+    assert thin.mount_retrying(pod, attempts=2).ok
+    assert read_marker(pod) == "cache-v1"
+    names = set(slabs())
+    assert names == {origin, slab_at(pod)}, "the retry carries on with the snapshot the killed call made"
+    check_pool(running=[pod])
+    assert thin.unmount(pod).ok
+    check_pool()
+
+
+def test_an_unmount_killed_after_its_trim_is_completed_by_the_retry(thin):
+    warm_slab(thin)
+    pod = Pod(size_mb=512)
+    assert thin.mount(pod).ok
+    name = slab_at(pod)
+    crashed_call(thin, "unmount", pod.dir, env={"AX_VOL_PLUGIN_FAILPOINTS": "unmount-after-trim"})
+    assert thin.unmount(pod).ok
+    assert slabs()[name].state == "free"
+    check_pool()
