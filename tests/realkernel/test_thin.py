@@ -12,6 +12,7 @@ import pytest
 from . import node
 from .conftest import CONFIG_PATH, SCRATCH
 from .node import Pod, check_pool, read_marker, slab_at, slabs, thin_pool_figures, write_marker
+from .test_admin import ADMIN
 from .test_crash import crash_mount, crashed_call
 
 MIB = 1 << 20
@@ -153,7 +154,7 @@ def test_a_full_pool_fails_writes_at_once_refuses_mounts_cleanly_and_recovers_by
     check_pool()
 
 
-def test_a_thin_config_on_a_thick_volume_group_is_refused_and_changes_nothing(kubelet):
+def test_a_thin_config_on_a_thick_volume_group_is_refused_until_prepare_thin(kubelet):
     pod = Pod(size_mb=128)
     assert kubelet.mount(pod).ok  # the default config: a thick volume group
     assert kubelet.unmount(pod).ok
@@ -163,6 +164,16 @@ def test_a_thin_config_on_a_thick_volume_group_is_refused_and_changes_nothing(ku
     assert not refused.ok
     assert "provisioning = thin" in refused.message and "prepare --thin" in refused.message
     assert slabs() == before
+    # What the message says to do, on the drained node: the free slab goes, the thin pool comes.
+    switched = subprocess.run([ADMIN, "prepare", "--thin", "--yes"], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, env=node.KUBELET_ENV)
+    assert switched.returncode == 0, switched.stderr
+    assert "is now thin: deleted 1 free slab(s)" in switched.stdout
+    assert slabs() == {} and thin_pool_figures()["error_when_full"]
+    pod = Pod(size_mb=128)
+    assert kubelet.mount(pod).ok
+    assert kubelet.unmount(pod).ok
+    check_pool()
 
 
 @pytest.mark.parametrize("step", ["mount-after-snapshot", "mount-after-new-uuid", "mount-after-mount"])
