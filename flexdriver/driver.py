@@ -111,7 +111,8 @@ class Driver:
             pool = self._check_layout(pool)
             plan, pool, entries = self._plan(pool, entries, want)
             left = self._remove(plan.remove, evicted=plan.evicted)
-            if left and plan.action is Action.CREATE and not fits_after_removal(pool, plan, left):
+            # A thin slab takes no extents of its own: what could not be removed costs it nothing now.
+            if left and plan.action is Action.CREATE and pool.thin_pool is None and not fits_after_removal(pool, plan, left):
                 raise PoolExhausted(
                     f"no room for a {want.size_mb} MiB slab: {', '.join(s.name for s in left)} could not be removed "
                     "(its device is busy: its filesystem may still be mounted in another mount namespace); kubelet will retry"
@@ -375,6 +376,16 @@ class Driver:
             self.record.note(thin_pool_created=True)
             pool, _ = self._snapshot(create_for_mb=None)
         check_provisioning(pool, self.config.provisioning)
+        if pool.thin_pool is not None and self.thin and not pool.thin_pool.known:
+            # Not active (a node that does not auto-activate, after a reboot): LVM reports no
+            # figures for it, and a pool of unknown fill must not be planned as a full one.
+            self.lvm.activate(pool.thin_pool.name)
+            pool, _ = self._snapshot(create_for_mb=None)
+            if not pool.thin_pool.known:
+                raise DriverError(
+                    f"LVM reports no data and metadata figures for thin pool {pool.volume_group}/"
+                    f"{pool.thin_pool.name} even once activated; see lvs -a {pool.volume_group}"
+                )
         if pool.thin_pool is not None and not pool.thin_pool.error_when_full:
             self.lvm.error_when_full(pool.thin_pool.name)
         return pool
@@ -384,6 +395,7 @@ class Driver:
         gives back space one removal at a time (Action.MAKE_ROOM), each followed by a fresh report,
         as what a removal frees is known only after it."""
         made_room: list[str] = []
+        stuck: set[str] = set()  # could not be removed (busy): planned without, so the next choice is tried
         for _ in range(MAX_MAKE_ROOM):
             plan = plan_mount(
                 pool, want, self._facts(pool, entries), self.config.max_size_mb, self.config.usage_threshold,
@@ -391,16 +403,13 @@ class Driver:
             )
             if plan.action is not Action.MAKE_ROOM:
                 return plan, pool, entries
-            left = self.lvm.remove([s.name for s in plan.remove])
-            made_room += [s.name for s in plan.remove if s.name not in left]
+            left = set(self._remove(plan.remove, evicted=plan.evicted))
+            stuck |= {s.name for s in left}
+            made_room += [s.name for s in plan.remove if s.name not in stuck]
             self.record.note(made_room=made_room)
-            if left:
-                raise PoolExhausted(
-                    f"thin pool {pool.volume_group}/{pool.thin_pool.name} is above its high-water mark and "
-                    f"{', '.join(left)} could not be removed (its device is busy: its filesystem may still be "
-                    "mounted in another mount namespace); kubelet will retry"
-                )
             pool, entries = self._snapshot(create_for_mb=None)
+            pool = pool._replace(slabs=tuple(s for s in pool.slabs if s.name not in stuck))
+            self.record.saw(pool)  # the gauges: the pool as it is after the removals
         raise PoolExhausted(
             f"thin pool {pool.volume_group}/{pool.thin_pool.name} is still above its high-water mark after "
             f"removing {len(made_room)} slabs; kubelet will retry"
@@ -433,12 +442,12 @@ class Driver:
                 self.record.note(surplus_deleted=[s.name for s in surplus if s.name not in left])
 
     def _discard_origin(self, name: str) -> None:
-        """Under the lock: delete a free slab whose snapshot could not be used, unless it is no
-        longer a free, unmounted slab."""
+        """Under the lock: delete a free (or orphaned) slab whose snapshot could not be used,
+        unless it is no longer one."""
         with self._lock():
             pool, entries = self._snapshot(create_for_mb=None)
             origin = next((s for s in pool.slabs if s.name == name), None) if pool else None
-            if origin is not None and condition(origin, self._facts(pool, entries)) is Condition.FREE:
+            if origin is not None and condition(origin, self._facts(pool, entries)) in (Condition.FREE, Condition.ORPHAN):
                 self._discard(origin)
 
     def _facts(self, pool: Pool, entries: Sequence[MountEntry]) -> Facts:
@@ -458,10 +467,13 @@ class Driver:
         if not slabs:
             return ()
         left = set(self.lvm.remove([s.name for s in slabs]))
+        # Added to what earlier removals of the same call noted (thin mode makes room in steps).
+        noted = self.record.fields
         self.record.note(
-            evicted=[s.name for s in evicted if s.name not in left] or None,
-            reclaimed=[s.name for s in slabs if s not in evicted and s.name not in left] or None,
-            unremovable=sorted(left) or None,
+            evicted=(noted.get("evicted") or []) + [s.name for s in evicted if s.name not in left] or None,
+            reclaimed=(noted.get("reclaimed") or []) + [s.name for s in slabs if s not in evicted and s.name not in left]
+            or None,
+            unremovable=sorted(set(noted.get("unremovable") or []) | left) or None,
         )
         return tuple(s for s in slabs if s.name in left)
 

@@ -90,6 +90,7 @@ def _thin_pool(volume: LogicalVolume) -> ThinPool:
         metadata_bytes=metadata_bytes,
         metadata_used_bytes=metadata_bytes if metadata is None else int(metadata_bytes * metadata / 100),
         error_when_full=volume.error_when_full,
+        known=data is not None and metadata is not None,
     )
 
 

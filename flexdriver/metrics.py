@@ -116,7 +116,8 @@ def gauges_after(pool: Pool, fields: dict[str, object]) -> dict[str, float]:
     free_bytes = pool.vg_free_bytes
     for slab in pool.slabs:
         if slab.name in removed:
-            free_bytes += slab.size_bytes
+            if pool.thin_pool is None:  # a thin slab's blocks go back to the thin pool, not the VG
+                free_bytes += slab.size_bytes
             continue
         state = "used" if slab.state is State.CLAIMED else slab.state.value  # claimed: being handed to a pod
         if slab.name == name and decision in (Decision.REUSED, Decision.REFORMATTED):

@@ -217,6 +217,9 @@ class ThinPool:
     metadata_bytes: int
     metadata_used_bytes: int
     error_when_full: bool = True
+    # False when LVM reported no figures (the pool is not active, or the report is a thick
+    # one): then the fractions read as full, and the driver activates the pool before planning.
+    known: bool = True
 
     @property
     def data_fraction(self) -> float:
@@ -356,7 +359,7 @@ def plan_mount(
     reusable = [s for s in pool.slabs if conditions[s.name] in (Condition.FREE, Condition.ORPHAN)]
     warmest = _warmest(reusable, want, threshold)
     if pool.thin_pool is not None:
-        return _plan_thin(pool, pool.thin_pool, want, size_bytes, garbage, reusable, warmest, high_water)
+        return _plan_thin(pool, pool.thin_pool, want, size_bytes, garbage, reusable, warmest, high_water, threshold)
     if warmest is not None:
         return _reuse(warmest, tuple(garbage), threshold)
 
@@ -408,7 +411,7 @@ THIN_METADATA_HIGH_WATER = 0.75
 
 def _plan_thin(
     pool: Pool, thin: ThinPool, want: Want, size_bytes: int, garbage: Sequence[Slab],
-    reusable: Sequence[Slab], warmest: Slab | None, high_water: float,
+    reusable: Sequence[Slab], warmest: Slab | None, high_water: float, threshold: float = 0.5,
 ) -> MountPlan:
     """Thin mode: a snapshot of the warmest free slab of the key, or a new thin volume.
 
@@ -439,7 +442,8 @@ def _plan_thin(
             "and mounts work again once pods end)"
         )
     if warmest is not None:
-        return MountPlan(Action.SNAPSHOT, warmest, remove=tuple(garbage))
+        # A snapshot of an unmeasured slab is measured before its pod gets it, as a reused one is.
+        return MountPlan(Action.SNAPSHOT, warmest, remove=tuple(garbage), measure=measure_first(warmest, threshold))
     return MountPlan(Action.CREATE, remove=tuple(garbage), size_bytes=size_bytes)
 
 
@@ -464,6 +468,13 @@ def check_provisioning(pool: Pool, wanted: Provisioning) -> None:
     on a drained node, with `ax-vol-plugin prepare`."""
     if pool.provisioning is wanted:
         return
+    if wanted is Provisioning.THIN and not pool.slabs and pool.other_volumes:
+        raise ConfigError(
+            f"this node's config says provisioning = thin, but volume group {pool.volume_group} has no thin pool "
+            f"and holds logical volumes that are not slabs ({', '.join(pool.other_volumes)}), which a thin pool on "
+            f"all its space needs gone; nothing was changed. lvremove them if an interrupted thin pool creation "
+            f"left them, or set provisioning = thick"
+        )
     if wanted is Provisioning.THIN:
         raise ConfigError(
             f"this node's config says provisioning = thin, but volume group {pool.volume_group} has "

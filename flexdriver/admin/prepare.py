@@ -50,6 +50,12 @@ def prepare(ctx: click.Context, device: Optional[str], mode: Optional[str], yes:
     lvm = lvm_of(runner, config)
     existing = read(lvm).pool
     if existing is not None:
+        if mode is None:
+            # Only an explicit --thin or --thick switches: a bare prepare (a bootstrap script run
+            # again) never deletes caches because the config and the volume group disagree.
+            click.echo(f"volume group {config.volume_group} already exists; nothing to do")
+            _note_config(config, existing.provisioning)
+            return
         _switch(config, lvm, existing, wanted, yes)
         _note_config(config, wanted)
         return
@@ -93,11 +99,12 @@ def _switch(config, lvm, pool: Pool, wanted: Provisioning, yes: bool) -> None:
         left = lvm.remove([s.name for s in pool.slabs])
         if left:
             fail(f"could not delete {', '.join(left)} (busy: mounted in another mount namespace?); "
-                 "the volume group is left thick with what remains; run it again once they are free", EXIT_PROBLEMS)
+                 f"the volume group is left {pool.provisioning.value} with what remains; run it again once "
+                 "they are free", EXIT_PROBLEMS)
         if wanted is Provisioning.THIN:
             volume_group.create_thin_pool(lvm, pool.vg_size_bytes)
-        else:
-            lvm.remove([pool.thin_pool.name])
+        elif lvm.remove([pool.thin_pool.name]):
+            fail(f"could not delete thin pool {pool.thin_pool.name} (its slabs are deleted); run it again", EXIT_PROBLEMS)
     click.echo(f"volume group {config.volume_group} is now {wanted.value}: deleted {len(pool.slabs)} free slab(s)")
 
 

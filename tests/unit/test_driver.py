@@ -79,8 +79,10 @@ class SimulatedNode:
         # Thin mode (make_thin): the thin pool's figures, as fractions of its data and metadata.
         self.thin_pool: dict | None = None
 
-    def make_thin(self, data_used: float = 0.1, metadata_used: float = 0.1, error_when_full: bool = True) -> None:
-        self.thin_pool = {"data_used": data_used, "metadata_used": metadata_used, "error_when_full": error_when_full}
+    def make_thin(self, data_used: float = 0.1, metadata_used: float = 0.1, error_when_full: bool = True,
+                  active: bool = True) -> None:
+        self.thin_pool = {"data_used": data_used, "metadata_used": metadata_used, "error_when_full": error_when_full,
+                          "active": active}
 
     # -- set-up and inspection
 
@@ -205,7 +207,9 @@ class SimulatedNode:
             rows.append(dict(
                 self._vg_row(), lv_name="thinpool", lv_size=str(self.vg_size - 128 * MIB), lv_tags="ax.thinpool",
                 lv_active="active", lv_kernel_major="253", lv_kernel_minor="2", segtype="thin-pool", pool_lv="",
-                data_percent=f"{100 * pool['data_used']:.2f}", metadata_percent=f"{100 * pool['metadata_used']:.2f}",
+                # An inactive pool has no figures in LVM's report.
+                data_percent=f"{100 * pool['data_used']:.2f}" if pool["active"] else "",
+                metadata_percent=f"{100 * pool['metadata_used']:.2f}" if pool["active"] else "",
                 lv_metadata_size=str(64 * MIB), lv_when_full="error" if pool["error_when_full"] else "",
             ))
         if target != VG and not rows:
@@ -240,6 +244,9 @@ class SimulatedNode:
         name = argv[-1].split("/", 1)[1]
         if argv[1] == "--errorwhenfull" and name == "thinpool" and self.thin_pool is not None:
             self.thin_pool["error_when_full"] = argv[2] == "y"
+            return
+        if argv[1] == "--activate" and name == "thinpool" and self.thin_pool is not None:
+            self.thin_pool["active"] = argv[2] == "y"
             return
         if name not in self.volumes:
             raise CommandFailed(argv, 5, f'Failed to find logical volume "{argv[-1]}"')

@@ -197,3 +197,62 @@ def test_a_snapshot_with_a_broken_superblock_takes_its_origin_with_it(tmp_path, 
     assert "ax.origin=slab-warm" not in tags_of(node, name)  # a new slab, made cold
     assert driver.record.fields["decision"] is Decision.CREATED
     assert driver.record.fields["discarded_warm"] == ["slab-warm: simulated bad superblock"]
+
+
+# ---- what a review found ------------------------------------------------------------------
+
+
+def test_a_snapshot_of_an_unmeasured_slab_is_measured_before_its_pod_gets_it(tmp_path, node):
+    node.make_thin()
+    node.add(seeded("slab-warm", State.FREE, 1, released_at=200, usage_permille=None))
+    node.usage = 0.9  # the warm slab was fuller than the threshold, and nobody knew
+    driver = thin_driver(tmp_path, node)
+    driver.mount(request_for(pod_volume_dir(tmp_path)))
+    (name,) = node.volumes
+    assert "ax.origin=slab-warm" not in tags_of(node, name), "snapshot and origin deleted; a cold slab instead"
+    assert driver.record.fields["decision"] is Decision.CREATED
+    assert "over the usage threshold" in driver.record.fields["discarded_warm"][0]
+
+
+def test_an_unusable_orphaned_origin_is_deleted_too_not_tried_forever(tmp_path, node):
+    node.make_thin()
+    gone = str(tmp_path / "kubelet" / "pods" / "gone-pod" / "volumes" / "ax~vol_plugin" / "docker")
+    node.add(seeded("slab-orphan", State.USED, 1, mount_dir=gone, uid="gone-pod", usage_permille=None))
+    node.failing.add("tune2fs")  # a dirty journal: its snapshots' UUID cannot be changed
+    driver = thin_driver(tmp_path, node)
+    driver.mount(request_for(pod_volume_dir(tmp_path)))
+    assert "slab-orphan" not in node.volumes
+    assert driver.record.fields["decision"] is Decision.CREATED
+
+
+def test_a_busy_garbage_slab_does_not_stop_a_thin_create(tmp_path, node):
+    node.make_thin()
+    node.add(seeded("slab-doomed", State.DOOMED, 1))
+    node.busy.add("slab-doomed")
+    driver = thin_driver(tmp_path, node)
+    driver.mount(request_for(pod_volume_dir(tmp_path)))
+    assert driver.record.fields["decision"] is Decision.CREATED
+    assert driver.record.fields["unremovable"] == ["slab-doomed"]
+
+
+def test_above_the_high_water_mark_a_busy_garbage_slab_is_passed_over_for_free_ones(tmp_path, node):
+    node.make_thin(data_used=0.9)
+    node.thin_pool["freed_per_removal"] = 0.2
+    node.add(seeded("slab-doomed", State.DOOMED, 1))
+    node.busy.add("slab-doomed")
+    node.add(seeded("slab-old", State.FREE, 2, released_at=100)._replace(fs_type="xfs"))
+    driver = thin_driver(tmp_path, node)
+    driver.mount(request_for(pod_volume_dir(tmp_path)))
+    assert driver.record.fields["made_room"] == ["slab-old"]
+    assert driver.record.fields["evicted"] == ["slab-old"]  # counted in the metrics as an eviction
+    assert driver.record.fields["decision"] is Decision.CREATED
+
+
+def test_an_inactive_thin_pool_is_activated_before_its_fill_is_judged(tmp_path, node):
+    node.make_thin(active=False)
+    node.add(seeded("slab-warm", State.FREE, 1, released_at=200))
+    driver = thin_driver(tmp_path, node)
+    driver.mount(request_for(pod_volume_dir(tmp_path)))
+    assert node.thin_pool["active"]
+    assert "slab-warm" in node.volumes, "an inactive pool is not a full one: nothing evicted"
+    assert driver.record.fields["decision"] is Decision.SNAPSHOTTED

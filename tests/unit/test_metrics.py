@@ -220,3 +220,12 @@ def test_thin_mode_gauges_the_thin_pool_and_new_thin_slabs_take_no_extents():
     assert gauge(gauges, "volume_group_free_bytes") == 0
     assert gauge(gauges, "slabs", state="used", fs="ext4", size_mb="1024") == 1
     assert gauge(gauges, "slabs", state="free", fs="ext4", size_mb="1024") == 1
+
+
+def test_a_thin_slab_removed_gives_no_extents_back_to_the_volume_group():
+    from flexdriver.pool import ThinPool
+
+    thin = ThinPool("thinpool", 8192 * MIB, 2048 * MIB, 64 * MIB, 8 * MIB)
+    snapshot = pool(slab("old", State.FREE), free_mb=0)._replace(thin_pool=thin)
+    gauges = metrics.gauges_after(snapshot, {"verb": "mount", "decision": Decision.SNAPSHOTTED, "evicted": ["old"]})
+    assert gauge(gauges, "volume_group_free_bytes") == 0

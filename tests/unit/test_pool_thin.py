@@ -166,3 +166,15 @@ def test_a_thick_config_on_a_thin_volume_group_is_refused():
 def test_matching_layouts_pass():
     check_provisioning(make_pool(), Provisioning.THICK)
     check_provisioning(thin_pool(), Provisioning.THIN)
+
+
+def test_a_snapshot_of_an_unmeasured_slab_is_to_be_measured_first():
+    plan = plan_mount(thin_pool(free("warm", 20)), want(), facts())
+    assert (plan.action, plan.measure) == (Action.SNAPSHOT, True)
+    assert plan_mount(thin_pool(free("warm", 20, usage_permille=100)), want(), facts()).measure is False
+
+
+def test_an_empty_volume_group_with_stray_volumes_is_refused_for_thin_naming_them():
+    pool = make_pool()._replace(other_volumes=("lvol0",))
+    with pytest.raises(ConfigError, match=r"not slabs \(lvol0\)"):
+        check_provisioning(pool, Provisioning.THIN)

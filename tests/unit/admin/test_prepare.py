@@ -145,3 +145,16 @@ def test_prepare_thin_on_a_thin_node_changes_nothing(node, invoke):
     result = invoke("prepare", "--thin", "--yes")
     assert (result.exit_code, result.stdout.splitlines()[0]) == (EXIT_OK, f"volume group {VG} already exists; nothing to do")
     assert [p for p in node.programs() if p not in ("lvs", "vgs")] == []
+
+
+def test_a_bare_prepare_never_switches_even_when_the_config_disagrees(node, invoke, tmp_path):
+    node.add(slab("slab-a", State.FREE, 1, released_at=100, usage=100))
+    conf = tmp_path / "thin.conf"
+    conf.write_text("[vol_plugin]\nprovisioning = thin\n")
+    result = invoke("--config", str(conf), "prepare", "--yes")
+    assert result.exit_code == EXIT_OK
+    assert result.stdout.splitlines() == [
+        f"volume group {VG} already exists; nothing to do",
+        "note: the config says provisioning = thin; set provisioning = thick for the driver to use the volume group",
+    ]
+    assert set(node.volumes) == {"slab-a"} and node.thin_pool is None
