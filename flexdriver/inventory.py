@@ -54,10 +54,7 @@ def pool_from_report(report: VolumeGroupReport) -> tuple[Pool, tuple[str, ...]]:
         if THIN_POOL_TAG in volume.tags:
             thin = _thin_pool(volume)
             continue
-        slab = slab_from_tags(
-            volume.name, volume.size_bytes, volume.tags, device=volume.device, active=volume.active,
-            mapped_bytes=volume.mapped_bytes,
-        )
+        slab = slab_from_tags(volume.name, volume.size_bytes, volume.tags, device=volume.device, active=volume.active)
         if slab is not None:
             slabs.append(slab)
         elif SLAB_TAG in volume.tags:

@@ -83,7 +83,6 @@ class Slab:
     scope: str = "node"
     usage_permille: int | None = None  # measured at release; None when unknown
     origin: str = ""  # thin mode: the slab it was snapshotted from
-    mapped_bytes: int | None = None  # thin mode: the pool blocks it maps (shared ones included)
 
     @property
     def known_usage(self) -> float | None:
@@ -101,9 +100,7 @@ def decode_dir(value: str) -> str | None:
         return None
 
 
-def slab_from_tags(
-    name: str, size_bytes: int, tags: Iterable[str], device=None, active=False, mapped_bytes: int | None = None
-) -> Slab | None:
+def slab_from_tags(name: str, size_bytes: int, tags: Iterable[str], device=None, active=False) -> Slab | None:
     """The slab these tags describe, or None for an LV that is not (or not wholly) ours."""
     tags = frozenset(tags)
     if SLAB_TAG not in tags:
@@ -140,7 +137,6 @@ def slab_from_tags(
         scope=values.get("ax.scope", "node"),
         usage_permille=usage,
         origin=values.get("ax.origin", ""),
-        mapped_bytes=mapped_bytes,
     )
 
 
@@ -404,14 +400,14 @@ def _warmest(reusable: Sequence[Slab], want: Want, threshold: float) -> Slab | N
 
 # dm-thin keeps its mappings in the pool's metadata device; when that fills, the pool stops
 # (read-only, and `lvconvert --repair` by an admin). The driver never lets it get near that: the
-# metadata is sized for far more mappings than the data can hold (volume_group.thin_pool_sizes),
+# metadata is sized for far more mappings than the data can hold (volume_group.thin_metadata_bytes),
 # and past this fraction no slab is handed out, as past the data high-water mark.
 THIN_METADATA_HIGH_WATER = 0.75
 
 
 def _plan_thin(
     pool: Pool, thin: ThinPool, want: Want, size_bytes: int, garbage: Sequence[Slab],
-    reusable: Sequence[Slab], warmest: Slab | None, high_water: float, threshold: float = 0.5,
+    reusable: Sequence[Slab], warmest: Slab | None, high_water: float, threshold: float,
 ) -> MountPlan:
     """Thin mode: a snapshot of the warmest free slab of the key, or a new thin volume.
 

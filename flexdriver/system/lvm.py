@@ -22,9 +22,9 @@ LV_FIELDS = "lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor"
 # vg_mda_*: the metadata area, which every new slab's LV section and every tag change is written
 # to; the pool refuses new slabs before it fills (pool.metadata_headroom).
 VG_FIELDS = "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size"
-# Thin mode only (a thick node's report stays as it was): which LV is the thin pool and how full
-# its data and metadata are, and how many of the pool's blocks each slab maps.
-THIN_FIELDS = "segtype,pool_lv,data_percent,metadata_percent,lv_metadata_size,lv_when_full"
+# Thin mode only (a thick node's report stays as it was): how full the thin pool's data and
+# metadata are (the pool itself is known by its tag), and whether it fails writes when full.
+THIN_FIELDS = "data_percent,metadata_percent,lv_metadata_size,lv_when_full"
 LVM_TIMEOUT_S = 120.0
 # The same report in the shell, where --reportformat is the shell's, not the command's: plain
 # rows, fields in LV_FIELDS order after VG_FIELDS, joined by a character LVM allows in no name or tag.
@@ -51,17 +51,11 @@ class LogicalVolume:
     tags: frozenset[str]
     active: bool
     device: tuple[int, int] | None
-    # Thin mode's fields (THIN_FIELDS); empty or None in a thick report.
-    segment_type: str = ""
-    thin_pool: str = ""  # the pool a thin LV lives in
-    data_percent: float | None = None  # a thin pool's data used, or a thin LV's blocks mapped
-    metadata_percent: float | None = None  # a thin pool's metadata used
-    metadata_size_bytes: int | None = None  # a thin pool's metadata LV
-    error_when_full: bool = False  # a thin pool that fails writes at once when full
-
-    @property
-    def mapped_bytes(self) -> int | None:
-        return None if self.data_percent is None else int(self.size_bytes * self.data_percent / 100)
+    # Thin mode's fields (THIN_FIELDS), for the thin pool; None or False in a thick report.
+    data_percent: float | None = None  # its data used
+    metadata_percent: float | None = None  # its metadata used
+    metadata_size_bytes: int | None = None  # its metadata LV
+    error_when_full: bool = False  # it fails writes at once when full
 
 
 @record
@@ -337,8 +331,6 @@ def _volume(row: dict[str, str]) -> LogicalVolume:
         tags=tags,
         active=row.get("lv_active", "") == "active",
         device=device,
-        segment_type=row.get("segtype", ""),
-        thin_pool=row.get("pool_lv", ""),
         data_percent=_optional_float(row.get("data_percent")),
         metadata_percent=_optional_float(row.get("metadata_percent")),
         metadata_size_bytes=_optional_int(row.get("lv_metadata_size")),

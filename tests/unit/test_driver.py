@@ -198,7 +198,6 @@ class SimulatedNode:
         rows = [
             dict(self._vg_row(), lv_name=name, lv_size=str(v["size"]), lv_tags=",".join(sorted(v["tags"])),
                  lv_active="active", lv_kernel_major=str(v["device"][0]), lv_kernel_minor=str(v["device"][1]),
-                 segtype="thin" if thin else "linear", pool_lv="thinpool" if thin else "",
                  data_percent="12.50" if thin else "", metadata_percent="", lv_metadata_size="", lv_when_full="")
             for name, v in self.volumes.items() if target in (VG, f"{VG}/{name}")
         ]
@@ -206,7 +205,7 @@ class SimulatedNode:
             pool = self.thin_pool
             rows.append(dict(
                 self._vg_row(), lv_name="thinpool", lv_size=str(self.vg_size - 128 * MIB), lv_tags="ax.thinpool",
-                lv_active="active", lv_kernel_major="253", lv_kernel_minor="2", segtype="thin-pool", pool_lv="",
+                lv_active="active", lv_kernel_major="253", lv_kernel_minor="2",
                 # An inactive pool has no figures in LVM's report.
                 data_percent=f"{100 * pool['data_used']:.2f}" if pool["active"] else "",
                 metadata_percent=f"{100 * pool['metadata_used']:.2f}" if pool["active"] else "",
