@@ -43,11 +43,16 @@ THIN_POOL_NAME = "thinpool"
 THIN_METADATA_PER_CHUNK = 128
 THIN_METADATA_MIN = 64 * MIB
 THIN_METADATA_MAX = 15 * 1024 * MIB
+# LVM keeps a spare of the same size beside the metadata (for lvconvert --repair): on a small
+# device the two together take at most an eighth of it, never below LVM's own minimum (2 MiB).
+THIN_METADATA_SHARE = 16
+THIN_METADATA_LVM_MIN = 2 * MIB
 
 
 def thin_metadata_bytes(device_bytes: int) -> int:
     wanted = device_bytes // THIN_CHUNK_BYTES * THIN_METADATA_PER_CHUNK
-    return -(-min(max(wanted, THIN_METADATA_MIN), THIN_METADATA_MAX) // MIB) * MIB
+    wanted = min(max(wanted, THIN_METADATA_MIN), THIN_METADATA_MAX, device_bytes // THIN_METADATA_SHARE)
+    return max(wanted // MIB * MIB, THIN_METADATA_LVM_MIN)
 
 
 def create_thin_pool(lvm: LVM, device_bytes: int) -> None:
