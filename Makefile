@@ -1,7 +1,7 @@
 # make demo   boot a real kernel, install the driver, play kubelet for a series of pods
 # make test   lint, unit tests, the real-kernel suite (two VM boots) and the short reliability run
 #             (one boot), each phase timed, with a table of their minutes at the end
-# make reliability  the full reliability run, which writes docs/reliability.md
+# make reliability  the full reliability run, on a thick node and then a thin one, which writes docs/reliability.md
 # make soak   500 pod cycles in a VM: LVM's archive and metadata, the log and call latency per 100,
 #             extrapolated to 10,000 pods (docs/soak.md, and its section of docs/reliability.md)
 # make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)

@@ -20,6 +20,18 @@ CONFIG_PATH = "/etc/ax-vol-plugin/vol_plugin.conf"
 SCRATCH = "/dev/vda"  # the slab disk (the driver's configured device)
 NODE_DISK = "/dev/vdb"  # survives the reboot: holds /var/lib/kubelet
 SPARE = "/dev/vdc"  # small disk for device-refusal tests
+# The node's provisioning mode when a run sets one (tests/reliability --provisioning thin runs
+# every scenario on a thin pool); the real-kernel suite's own tests configure thin themselves.
+PROVISIONING = os.environ.get("AX_TEST_PROVISIONING", "thick")
+
+
+def node_config(device: str = SCRATCH, **settings) -> str:
+    """The node config as the admin writes it: the slab device, the run's provisioning mode (a
+    thick node's config leaves the key out, as the README's does), and `settings`."""
+    if PROVISIONING != "thick":
+        settings = dict(provisioning=PROVISIONING, **settings)
+    lines = ["[vol_plugin]", f"device = {device}"] + [f"{key} = {value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -45,7 +57,7 @@ def prepare_node() -> dict:
     # The admin's steps: configure the device, install the driver the way the docs say.
     os.makedirs(os.path.dirname(CONFIG_PATH), exist_ok=True)
     with open(CONFIG_PATH, "w") as handle:
-        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
+        handle.write(node_config())
     _sh(f"{REPO}/install/install.sh", "--plugin-dir", node.PLUGIN_DIR, "--driver", f"{REPO}/dist/vol_plugin")
     return manifest
 
@@ -60,7 +72,7 @@ def wipe_pool() -> None:
         _sh("wipefs", "--all", "--quiet", device)
     _sh("rm", "-rf", f"{node.KUBELET_ROOT}/pods", "/run/ax-vol-plugin", node.LOG_FILE)
     with open(CONFIG_PATH, "w") as handle:
-        handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
+        handle.write(node_config())
 
 
 @pytest.fixture

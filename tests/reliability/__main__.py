@@ -1,6 +1,6 @@
 """Inside the VM: run the scenarios and write their figures as JSON into the run's results dir.
 
-    python -m tests.reliability --level short|full --out RESULTS.json [--only NAME,...]
+    python -m tests.reliability --level short|full --out RESULTS.json [--only NAME,...] [--provisioning thin]
 
 Refuses to start unless it is in the run's VM with the run's disks (the checks of
 tests/realkernel/conftest.py), since it wipes them.
@@ -25,7 +25,11 @@ def main(argv) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--order", default="", help="comma-separated scenario names, in the order to run them")
+    parser.add_argument("--provisioning", choices=("thick", "thin"), default="thick",
+                        help="the node's provisioning mode; a thin run's scenarios are named NAME-thin")
     args = parser.parse_args(argv)
+    # Read by tests.realkernel.conftest on import: every config the scenarios write names the mode.
+    os.environ["AX_TEST_PROVISIONING"] = args.provisioning
 
     from tests.realkernel import conftest
 
@@ -44,6 +48,7 @@ def main(argv) -> int:
         "level": args.level,
         "kernel": platform.release(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "provisioning": args.provisioning,
         "scenarios": [],
     }
     def save(current=None):
@@ -58,6 +63,8 @@ def main(argv) -> int:
         if only and name not in only:
             continue
         title, body = by_name[name]
+        if args.provisioning == "thin":
+            name, title = f"{name}-thin", f"{title} (thin provisioning)"
         figures = run_scenario(name, title, lambda s, body=body: body(s, level), progress=save)
         results["scenarios"].append(dataclasses.asdict(figures))
         save()

@@ -16,7 +16,7 @@ import contextlib
 import os
 
 from tests.realkernel import node
-from tests.realkernel.conftest import CONFIG_PATH, SCRATCH
+from tests.realkernel.conftest import CONFIG_PATH, SCRATCH, node_config
 
 SBIN = "/usr/sbin"
 HANG_MARKER = "3597"  # the wrapper's sleep, so the checker can tell it from any other sleep
@@ -98,10 +98,8 @@ def hanging(tool: str):
 
 
 def write_config(**settings) -> None:
-    lines = ["[vol_plugin]", f"device = {settings.pop('device', SCRATCH)}"]
-    lines += [f"{key} = {value}" for key, value in settings.items()]
     with open(CONFIG_PATH, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write(node_config(settings.pop("device", SCRATCH), **settings))
 
 
 @contextlib.contextmanager

@@ -23,11 +23,13 @@ import os
 import signal
 from typing import Dict, Iterable, List, Mapping, Optional
 
+from flexdriver.pool import THIN_POOL_TAG
 from tests.realkernel import node
 from tests.realkernel.node import Pod
 
 # Programs the driver runs; one still alive after every call has ended was left behind.
-DRIVER_CHILDREN = ("mkfs.ext4", "mke2fs", "mkfs.xfs", "lvcreate", "lvchange", "lvremove", "lvs", "vgs", "vgcreate")
+DRIVER_CHILDREN = ("mkfs.ext4", "mke2fs", "mkfs.xfs", "lvcreate", "lvchange", "lvremove", "lvs", "vgs", "vgcreate",
+                   "fstrim", "tune2fs", "xfs_admin", "thin_check")
 
 
 @dataclasses.dataclass
@@ -61,29 +63,54 @@ def volume_group_sizes() -> Optional[tuple]:
     return int(rows[0]["vg_size"]), int(rows[0]["vg_free"])
 
 
-def pool_state() -> tuple:
-    """(volume group (size, free) or None, {LV name: SlabView}) from two LVM commands."""
+@dataclasses.dataclass
+class PoolState:
+    """What LVM reports of the volume group: its slabs, and what holds its extents."""
+
+    sizes: Optional[tuple]  # (size, free) in bytes, or None when there is no volume group
+    slabs: Dict[str, node.SlabView]  # visible LVs but the thin pool, by name
+    in_extents: int = 0  # bytes of extents held by LVs (a thin pool's data, metadata and spare)
+    lv_names: frozenset = frozenset()  # every LV, hidden ones too (a thin pool's parts)
+
+
+def pool_state() -> PoolState:
+    """The volume group as two LVM commands see it. Thin volumes hold no extents of their own
+    (their blocks are the thin pool's), so extents are counted over every other LV, hidden ones
+    included: in either mode free + in_extents is the volume group's size."""
     sizes = volume_group_sizes()
     if sizes is None:
-        return None, {}
-    rc, report = _lvm_json("lvs", "-o", "lv_name,lv_size,lv_tags", node.VOLUME_GROUP)
+        return PoolState(None, {})
+    rc, report = _lvm_json("lvs", "-a", "-o", "lv_name,lv_size,lv_tags,segtype", node.VOLUME_GROUP)
     if rc != 0:
         raise RuntimeError(f"lvs {node.VOLUME_GROUP} failed (exit {rc})")
-    views = {}
+    views, in_extents, names = {}, 0, set()
     for row in report["report"][0]["lv"]:
+        name = row["lv_name"].strip("[]")
+        names.add(name)
+        if row["segtype"] not in ("thin", "thin-pool"):
+            in_extents += int(row["lv_size"])
         tags = {}
         for tag in filter(None, row["lv_tags"].split(",")):
             key, _, value = tag.partition("=")
             tags[key] = value
-        views[row["lv_name"]] = node.SlabView(row["lv_name"], int(row["lv_size"]), tags)
-    return sizes, views
+        if row["lv_name"].startswith("[") or THIN_POOL_TAG in tags:
+            continue
+        views[name] = node.SlabView(name, int(row["lv_size"]), tags)
+    return PoolState(sizes, views, in_extents, frozenset(names))
 
 
 def dm_devices_of_volume_group() -> List[str]:
+    """LV names of the volume group's device-mapper devices (a thin pool's "-tpool" layer is its
+    pool's)."""
     prefix = node.VOLUME_GROUP.replace("-", "--") + "-"
     out = node.run("dmsetup", "ls", check=False).stdout
     names = [line.split()[0] for line in out.splitlines() if line.strip() and not line.startswith("No devices")]
-    return [name[len(prefix):].replace("--", "-") for name in names if name.startswith(prefix)]
+    found = []
+    for name in names:
+        if name.startswith(prefix):
+            lv = name[len(prefix):]
+            found.append(lv[: -len("-tpool")] if lv.endswith("-tpool") else lv)
+    return [lv.replace("--", "-") for lv in found]
 
 
 def stray_processes(extra: Iterable[str] = ()) -> List[str]:
@@ -124,7 +151,8 @@ def _strays(extra: Iterable[str]) -> List[tuple]:
 def check(running: Mapping[Pod, str], extra_processes: Iterable[str] = ()) -> Findings:
     """`running`: each running pod and the text last written to its marker file."""
     findings = Findings()
-    sizes, pool = pool_state()
+    state = pool_state()
+    pool = state.slabs
     mounted = node.slab_mounts()  # mount point -> slab name
     times = collections.Counter(mounted.values())
 
@@ -149,13 +177,12 @@ def check(running: Mapping[Pod, str], extra_processes: Iterable[str] = ()) -> Fi
         elif slab.state == "used" and mounted.get(slab.dir) != slab.name:
             findings.leaked.append(f"{slab.name} is in use by {slab.dir} but not mounted there")
 
-    if sizes is not None:
-        size, free = sizes
-        in_slabs = sum(s.size_bytes for s in pool.values())
-        if free + in_slabs != size:
-            findings.leaked.append(f"volume group: {free} free + {in_slabs} in slabs != {size}")
+    if state.sizes is not None:
+        size, free = state.sizes
+        if free + state.in_extents != size:
+            findings.leaked.append(f"volume group: {free} free + {state.in_extents} in LVs != {size}")
     for name in dm_devices_of_volume_group():
-        if name not in pool:
+        if name not in state.lv_names:
             findings.leaked.append(f"device-mapper device of {name} has no LV")
     findings.leaked.extend(f"process left running: {p}" for p in stray_processes(extra_processes))
 
@@ -174,10 +201,10 @@ def snapshot() -> tuple:
     and the scratch disk's signatures."""
     from tests.realkernel.conftest import SCRATCH
 
-    sizes, pool = pool_state()
-    lvs = {name: (s.size_bytes, tuple(sorted(s.tags.items()))) for name, s in pool.items()}
+    state = pool_state()
+    lvs = {name: (s.size_bytes, tuple(sorted(s.tags.items()))) for name, s in state.slabs.items()}
     blkid = node.run("blkid", "-p", "-o", "export", SCRATCH, check=False)
-    return (sizes, lvs, tuple(node.mounts()), blkid.returncode, blkid.stdout)
+    return (state.sizes, lvs, tuple(node.mounts()), blkid.returncode, blkid.stdout)
 
 
 def describe_difference(before: tuple, after: tuple) -> str:

@@ -21,7 +21,7 @@ from typing import Dict, List
 from flexdriver import metrics, options
 from flexdriver.options import MIN_SIZE_MB
 from tests.realkernel import node
-from tests.realkernel.conftest import CONFIG_PATH, REPO, SPARE, wipe_pool
+from tests.realkernel.conftest import CONFIG_PATH, PROVISIONING, REPO, SPARE, wipe_pool
 from tests.realkernel.node import Pod
 
 from . import faults, invariants
@@ -37,6 +37,9 @@ LEVELS = {
                  reboot_loops=8, reboot_pods=4, storm_rounds=4, storm_pods=20, known_bad_every=1,
                  fuzz_examples=120, xfs=True, metadata_slab_mb=1),
 }
+# Thin mode (tests.reliability --provisioning thin): a warm mount is a snapshot of the free slab,
+# with steps of its own, and a kept slab is trimmed before its umount.
+THIN = PROVISIONING == "thin"
 
 COLD_MOUNT_STEPS = [
     "mount-after-evict", "mount-after-decision", "during-lvcreate", "mount-after-lvcreate", "during-mkfs.ext4",
@@ -46,7 +49,15 @@ COLD_MOUNT_STEPS = [
 WARM_MOUNT_STEPS = [
     "mount-after-claim", "mount-after-decision", "mount-before-mount", "mount-after-mount", "mount-after-used-tag",
 ]
+if THIN:
+    # The two snapshot steps first: the short level's one warm trial is the new one.
+    WARM_MOUNT_STEPS = [
+        "mount-after-snapshot", "mount-after-new-uuid", "mount-after-decision", "mount-before-mount",
+        "mount-after-mount", "mount-after-used-tag",
+    ]
 KEEP_UNMOUNT_STEPS = ["unmount-after-measure", "unmount-before-umount", "unmount-after-umount", "unmount-after-keep-tag"]
+if THIN:
+    KEEP_UNMOUNT_STEPS.insert(1, "unmount-after-trim")
 DELETE_UNMOUNT_STEPS = [
     "unmount-after-measure", "unmount-after-doomed-tag", "unmount-before-umount", "unmount-after-umount",
     "unmount-before-delete",
@@ -88,16 +99,18 @@ def crash_at_every_step(s: Scenario, level: dict) -> None:
     for fs_type, mount_step, (unmount_step, usage, outcome) in pairs:
 
         def cold(mount_step=mount_step, unmount_step=unmount_step, usage=usage, outcome=outcome, fs_type=fs_type):
+            settings = {}
             if mount_step == "mount-after-evict":
-                size_mb = make_eviction_needed(s)
+                size_mb, settings = make_eviction_needed(s)
             elif mount_step.startswith("during-mkfs"):
                 size_mb = 400 + fresh_size()  # big enough that mkfs is still running when killed
             else:
                 size_mb = fresh_size() + (MIN_SIZE_MB.get(fs_type, 0))
             pod = Pod(size_mb=size_mb, fs_type=fs_type)
             slabs_before = set(node.slabs())
-            s.killed_call("mount", pod, mount_step)
-            s.retry_mount(pod, marker=f"written after a crash at {mount_step}")
+            with faults.config(**settings):
+                s.killed_call("mount", pod, mount_step)
+                s.retry_mount(pod, marker=f"written after a crash at {mount_step}")
             if mount_step == "mount-after-evict" and slabs_before <= set(node.slabs()):
                 raise TrialFailed("nothing was evicted: the trial did not test eviction")
             s.checkpoint()
@@ -120,12 +133,15 @@ def crash_at_every_step(s: Scenario, level: dict) -> None:
             size_mb = fresh_size()
             first = Pod(size_mb=size_mb)
             s.mount(first, "warm cache")
+            warm_slab = node.slab_at(first)
             s.unmount(first)
             pod = Pod(size_mb=size_mb)
             s.killed_call("mount", pod, step)
             s.retry_mount(pod)
             if node.read_marker(pod) != "warm cache":
                 raise TrialFailed("the retry did not get the warm slab the killed call had claimed")
+            if THIN and (node.slab_at(pod) == warm_slab or node.slabs()[warm_slab].state != "free"):
+                raise TrialFailed(f"the pod got the warm slab {warm_slab} itself, not a snapshot of it")
             s.write(pod, f"written after a crash at {step}")
             s.checkpoint()
             s.unmount(pod)
@@ -180,13 +196,22 @@ def crash_at_every_step(s: Scenario, level: dict) -> None:
     s.unmount(bystander)
 
 
-def make_eviction_needed(s: Scenario) -> int:
-    """Leave a free slab in the pool and return a size that only fits if free slabs are evicted."""
-    warm = Pod(size_mb=fresh_size())
+def make_eviction_needed(s: Scenario) -> tuple:
+    """Leave a free slab in the pool; return a size and config settings under which a new slab
+    only fits if free slabs are evicted. Thick: a size beyond the volume group's free space. Thin
+    (sizes are virtual): a high-water mark the pool's data is above until the free slab goes."""
+    size_mb = fresh_size() + (200 if THIN else 0)
+    warm = Pod(size_mb=size_mb)
     s.mount(warm, "evict me")
+    if THIN:
+        node.fill(warm, 0.4)  # data of its own in the pool, under the usage threshold: kept
     s.unmount(warm)
+    if THIN:
+        figures = node.thin_pool_figures()
+        evictable = 0.2 * size_mb * (1 << 20)  # half of what it holds
+        return fresh_size(), {"thin_high_water": round((figures["data_used_bytes"] - evictable) / figures["size_bytes"], 4)}
     _, free = invariants.volume_group_sizes()
-    return free // (1 << 20) + 8
+    return free // (1 << 20) + 8, {}
 
 
 # ---- 2. faults from below -------------------------------------------------------------------
@@ -267,6 +292,7 @@ def faults_from_below(s: Scenario, level: dict) -> None:
         # LVM commands fail alone and inside the lvm shell (faults.LVM_FAIL_WRAPPER).
         ("fails", "lvs", fail, cold, mount, True),
         ("fails", "lvcreate", fail, cold, mount, True),
+        ("fails on a warm snapshot", "lvcreate", fail, warm, mount, True) if THIN else
         ("fails on a warm claim", "lvchange", fail, warm, mount, True),
         ("fails after mkfs (format tag)", "lvchange", fail, cold, mount, False),
         ("fails", "mkfs.ext4", fail, cold, mount, True),
@@ -315,7 +341,7 @@ def faults_from_below(s: Scenario, level: dict) -> None:
 
     corrupt_warm_slabs(s, level)
     s.unmount(bystander)
-    if level["metadata"]:
+    if level["metadata"] and not THIN:  # a thin pool's own full-pool case: tests/realkernel/test_thin.py
         metadata_full(s, level)
     device_vanishes(s)
 
@@ -886,8 +912,9 @@ def hostile_node(s: Scenario) -> None:
 
     def above_the_size_cap():
         cap = 128
-        free_mb = invariants.volume_group_sizes()[1] >> 20
-        # Without the cap this request fits only once the warm slab is evicted.
+        # Without the cap this request fits only once the warm slab is evicted. A thin pool's
+        # sizes are virtual (its volume group has no free extents): there, just above the cap.
+        free_mb = cap if THIN else invariants.volume_group_sizes()[1] >> 20
         greedy = Pod(size_mb=free_mb + 32)
         long_value = "k" * 5000
         free_slabs = {name for name, view in node.slabs().items() if view.state == "free"}

@@ -1,11 +1,12 @@
 """Run the reliability scenarios (tests/reliability) in a throw-away VM and write docs/reliability.md.
 
-    python -m tests.vm.reliability_suite [--level short|full] [--only crash,faults,...]
+    python -m tests.vm.reliability_suite [--level short|full] [--only crash,faults,...] [--provisioning thick|thin|both]
     python -m tests.vm.reliability_suite --merge RESULTS.json RESULTS.json ...
 
 Two guests side by side, each on blank disks of its own with its share of the scenarios (--order:
 one guest, in that order); each writes its figures into its results dir (the VM's only way out),
-and this side turns them into one report. Exit status: non-zero if any target is
+and this side turns them into one report. With --provisioning both (the default) every scenario
+runs twice, on a thick node and then on a thin one (its figures named NAME-thin). Exit status: non-zero if any target is
 missed (a failure, a leaked slab, a double mount, a data-loss event, more than two retries to
 recover), if the guest could not run, or if a scenario is missing from the results.
 
@@ -140,6 +141,7 @@ def main(argv) -> int:
     parser.add_argument("--order", default="", help="scenario names in the order to run them")
     parser.add_argument("--report", default=REPORT, help="where to write the report (default: docs/reliability.md)")
     parser.add_argument("--merge", nargs="+", metavar="RESULTS", help="write the report from these runs' results")
+    parser.add_argument("--provisioning", choices=("thick", "thin", "both"), default="both")
     args = parser.parse_args(argv)
     if args.merge:
         runs = []
@@ -162,20 +164,24 @@ def main(argv) -> int:
     lanes = {name: group for name, group in lanes.items() if group}
     if args.order:
         lanes = {"a": order}  # the caller's order is one sequence: one guest
-    outcome = in_lanes({name: lambda name, group=group: run_lane(name, group, args.level, stamp)
-                        for name, group in lanes.items()})
-    elapsed = time.monotonic() - started
+    modes = ("thick", "thin") if args.provisioning == "both" else (args.provisioning,)
     runs, missed = [], []
-    for name, (rc, results) in outcome.items():
-        if results is None:
-            missed += [f"{n}: did not run (lane {name}: no results, guest exit {rc})" for n in lanes[name]]
-            continue
-        got = [s["name"] for s in results["scenarios"]]
-        missed += [f"{n}: did not run (guest exit {rc})" for n in lanes[name] if n not in got]
-        if rc != 0 and all(n in got for n in lanes[name]):
-            missed.append(f"lane {name}: guest exit {rc}")
-        results.update(revision=revision)
-        runs.append(results)
+    for mode in modes:  # one mode after the other: two lanes are what the machine's cores hold
+        suffix = "-thin" if mode == "thin" else ""
+        outcome = in_lanes({name: lambda name, group=group, mode=mode: run_lane(name, group, args.level, stamp, mode)
+                            for name, group in lanes.items()})
+        for name, (rc, results) in outcome.items():
+            wanted_here = [n + suffix for n in lanes[name]]
+            if results is None:
+                missed += [f"{n}: did not run (lane {name}: no results, guest exit {rc})" for n in wanted_here]
+                continue
+            got = [s["name"] for s in results["scenarios"]]
+            missed += [f"{n}: did not run (guest exit {rc})" for n in wanted_here if n not in got]
+            if rc != 0 and all(n in got for n in wanted_here):
+                missed.append(f"lane {name} ({mode}): guest exit {rc}")
+            results.update(revision=revision)
+            runs.append(results)
+    elapsed = time.monotonic() - started
     missed += [f"{s['name']}: {m}" for s in merged_scenarios(runs) for m in missed_targets(s)]
     if runs:
         write_report(args.report, runs, missed, command="make reliability" if args.level == "full" else "make reliability-short")
@@ -186,15 +192,15 @@ def main(argv) -> int:
     return 1 if missed or not runs else 0
 
 
-def run_lane(lane: str, scenarios: list, level: str, stamp: str):
-    """One guest on blank disks of its own, running `scenarios` in order. Returns the guest's exit
-    status and its results (None if it wrote none)."""
-    workdir = os.path.join(REPO, ".vm", f"reliability-{stamp}-{lane}")
+def run_lane(lane: str, scenarios: list, level: str, stamp: str, provisioning: str = "thick"):
+    """One guest on blank disks of its own, running `scenarios` in order on a node of that
+    provisioning mode. Returns the guest's exit status and its results (None if it wrote none)."""
+    workdir = os.path.join(REPO, ".vm", f"reliability-{stamp}-{provisioning}-{lane}")
     os.makedirs(workdir)
     disks = make_disks(workdir, DISKS_MB)
     results_path = os.path.join(workdir, "reliability.json")
     command = [sys.executable, "-m", "tests.reliability", "--level", level, "--out", results_path,
-               "--order", ",".join(scenarios)]
+               "--order", ",".join(scenarios), "--provisioning", provisioning]
     started = time.monotonic()
     rc = boot(command, workdir, disks, timeout_s=TIMEOUT_S[level], lane=lane, cpus=LANE_CPUS)
     elapsed = time.monotonic() - started
@@ -258,7 +264,8 @@ def write_report(path: str, runs: list, missed: list, command: str = "") -> None
 
     def describe(run: dict) -> str:
         used = [s["name"] for s in scenarios if s["run"] is run]
-        return (f"the run of {run['started']} ({run.get('level', 'full')} level, driver built from "
+        return (f"the run of {run['started']} ({run.get('level', 'full')} level, "
+                f"{run.get('provisioning', 'thick')} provisioning, driver built from "
                 f"{run.get('revision', 'unknown')}, {run.get('minutes', '?')} minutes{lane_of(run)}, kernel {run['kernel']}): "
                 f"{', '.join(used) or 'nothing used'}")
 
@@ -275,7 +282,8 @@ def write_report(path: str, runs: list, missed: list, command: str = "") -> None
         "outside, at LVM's report, the kernel's mount and device-mapper tables, the process list and the pods' "
         "files: each slab is free, in use by exactly one mounted dir, or gone; no slab is mounted twice or on a dir "
         "it is not recorded for; nothing leaked (no slab left half-made or doomed, no LV that is not a slab, no "
-        "device-mapper device without its LV, volume group free space + slab sizes = volume group size, no "
+        "device-mapper device without its LV, volume group free space + the extents its LVs hold (thick "
+        "slabs, or a thin pool) = volume group size, no "
         "command the driver started still running); every running pod still has its slab and reads back the "
         "marker file last written into it. Kubelet's retries are counted as calls until Success after the call "
         "that was killed or failed (1 = the first retry worked).",
