@@ -29,7 +29,7 @@ def node_config(device: str = SCRATCH, **settings) -> str:
     """The node config as the admin writes it: the slab device, the run's provisioning mode (a
     thick node's config leaves the key out, as the README's does), and `settings`."""
     if PROVISIONING != "thick":
-        settings = dict(provisioning=PROVISIONING, **settings)
+        settings = {"provisioning": PROVISIONING, **settings}  # a test's own mode wins
     lines = ["[vol_plugin]", f"device = {device}"] + [f"{key} = {value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from . import node
-from .conftest import CONFIG_PATH, SCRATCH
+from .conftest import CONFIG_PATH, node_config
 from .node import Pod, check_pool, read_marker, slab_at, slabs, thin_pool_figures, write_marker
 from .test_admin import ADMIN
 from .test_crash import crash_mount, crashed_call
@@ -20,9 +20,8 @@ CACHE_MB = 96  # the "image" the first pod leaves in its slab
 
 
 def configure(**keys) -> None:
-    lines = [f"device = {SCRATCH}"] + [f"{key} = {value}" for key, value in keys.items()]
     with open(CONFIG_PATH, "w") as handle:
-        handle.write("[vol_plugin]\n" + "\n".join(lines) + "\n")
+        handle.write(node_config(**keys))
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from . import figures_name
+
 
 def main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,7 +66,7 @@ def main(argv) -> int:
             continue
         title, body = by_name[name]
         if args.provisioning == "thin":
-            name, title = f"{name}-thin", f"{title} (thin provisioning)"
+            name, title = figures_name(name, args.provisioning), f"{title} (thin provisioning)"
         figures = run_scenario(name, title, lambda s, body=body: body(s, level), progress=save)
         results["scenarios"].append(dataclasses.asdict(figures))
         save()

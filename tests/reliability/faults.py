@@ -16,7 +16,7 @@ import contextlib
 import os
 
 from tests.realkernel import node
-from tests.realkernel.conftest import CONFIG_PATH, SCRATCH, node_config
+from tests.realkernel.conftest import CONFIG_PATH, node_config
 
 SBIN = "/usr/sbin"
 HANG_MARKER = "3597"  # the wrapper's sleep, so the checker can tell it from any other sleep
@@ -99,7 +99,7 @@ def hanging(tool: str):
 
 def write_config(**settings) -> None:
     with open(CONFIG_PATH, "w") as handle:
-        handle.write(node_config(settings.pop("device", SCRATCH), **settings))
+        handle.write(node_config(**settings))
 
 
 @contextlib.contextmanager

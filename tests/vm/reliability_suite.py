@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from tests.reliability import figures_name
+
 from . import soak_suite
 from .launch import LANE_CPUS, REPO, boot, in_lanes, make_disks, say
 from .realkernel_suite import DISKS_MB
@@ -170,11 +172,10 @@ def main(argv) -> int:
     modes = ("thick", "thin") if args.provisioning == "both" else (args.provisioning,)
     runs, missed = [], []
     for mode in modes:  # one mode after the other: two lanes are what the machine's cores hold
-        suffix = "-thin" if mode == "thin" else ""
         outcome = in_lanes({name: lambda name, group=group, mode=mode: run_lane(name, group, args.level, stamp, mode)
                             for name, group in lanes.items()})
         for name, (rc, results) in outcome.items():
-            wanted_here = [n + suffix for n in lanes[name]]
+            wanted_here = [figures_name(n, mode) for n in lanes[name]]
             if results is None:
                 missed += [f"{n}: did not run (lane {name}: no results, guest exit {rc})" for n in wanted_here]
                 continue
