@@ -152,7 +152,7 @@ class Driver:
                 failpoints.hit("mount-after-new-uuid")
         failpoints.hit("mount-before-mount")
         try:
-            self.mounter.mount(device, path, slab.fs_type, request.read_only)
+            self.mounter.mount(device, path, slab.fs_type, request.read_only, thin=self.thin)
         except CommandFailed as err:
             if plan.action is Action.RESUME:
                 raise  # the pod's own data: never deleted for a failed mount

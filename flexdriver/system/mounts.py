@@ -71,8 +71,14 @@ class Mounter:
         self.runner = runner
         self.timeout_s = timeout_s
 
-    def mount(self, device: str, mount_point: str, fs_type: str, read_only: bool) -> None:
+    def mount(self, device: str, mount_point: str, fs_type: str, read_only: bool, thin: bool = False) -> None:
         options = ["ro" if read_only else "rw", "noatime"]
+        if thin and fs_type == "ext4":
+            # mkfs leaves the inode tables to the kernel, which zeroes them in the background
+            # after mount. On a thin volume they already read as zeros (the pool zeroes what it
+            # provisions), so that would only provision zero-filled chunks: for every new volume,
+            # and again in every snapshot of one not yet done (a 10 GiB slab has 160 MiB of them).
+            options.append("noinit_itable")
         self.runner.run(
             ["mount", "-t", fs_type, "-o", ",".join(options), device, mount_point], timeout=self.timeout_s
         )

@@ -71,6 +71,17 @@ def test_mount_command_line():
     assert runner.timeouts == [300.0, 300.0]
 
 
+def test_a_thin_ext4_mount_leaves_the_zero_inode_tables_alone():
+    runner = FakeRunner()
+    runner.reply(["mount"])
+    Mounter(runner).mount("/dev/mapper/vg--ax-slab--1", "/mnt/x", "ext4", read_only=False, thin=True)
+    Mounter(runner).mount("/dev/mapper/vg--ax-slab--1", "/mnt/y", "xfs", read_only=False, thin=True)
+    assert runner.calls == [
+        ["mount", "-t", "ext4", "-o", "rw,noatime,noinit_itable", "/dev/mapper/vg--ax-slab--1", "/mnt/x"],
+        ["mount", "-t", "xfs", "-o", "rw,noatime", "/dev/mapper/vg--ax-slab--1", "/mnt/y"],
+    ]
+
+
 def test_unmount_is_never_lazy():
     runner = FakeRunner()
     runner.reply(["umount"])
