@@ -4,6 +4,8 @@ the usage rule and surplus free slabs; space a pod deleted goes back to the pool
 writes at once, refuses new mounts cleanly, and recovers on its own; a crash at each new step."""
 
 import os
+import shutil
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +15,7 @@ import pytest
 from . import node
 from .conftest import CONFIG_PATH, node_config
 from .node import Pod, check_pool, read_marker, slab_at, slabs, thin_pool_figures, write_marker
-from .test_admin import ADMIN
+from .test_admin import ADMIN, admin
 from .test_crash import crash_mount, crashed_call
 
 MIB = 1 << 20
@@ -198,6 +200,50 @@ def test_an_unmount_killed_after_its_trim_is_completed_by_the_retry(thin):
     crashed_call(thin, "unmount", pod.dir, env={"AX_VOL_PLUGIN_FAILPOINTS": "unmount-after-trim"})
     assert thin.unmount(pod).ok
     assert slabs()[name].state == "free"
+    check_pool()
+
+
+def test_gc_and_evict_on_a_thin_node_touch_only_what_the_driver_would(thin):
+    _, origin = warm_slab(thin)
+    healthy = Pod(size_mb=512)
+    assert thin.mount(healthy).ok
+    # A pod on a snapshot whose mount was removed behind the driver's back, its pod dir deleted.
+    lost = Pod(size_mb=512)
+    assert thin.mount(lost).ok
+    lost_name = slab_at(lost)
+    write_file(lost, "build.tar", 64)  # blocks of its own, not shared with the cache
+    node.run("umount", lost.dir)
+    shutil.rmtree(lost.pod_dir)
+    # A snapshot mount killed after the snapshot was made, and its pod then deleted.
+    crashed = Pod(size_mb=512)
+    os.makedirs(crashed.dir, mode=0o750)
+    proc = thin.start("mount", crashed.dir, crashed.options(), env={"AX_VOL_PLUGIN_FAILPOINTS": "mount-after-snapshot"})
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    (crashed_name,) = set(slabs()) - {origin, slab_at(healthy), lost_name}
+    shutil.rmtree(crashed.pod_dir)
+    thin.delete_pod(crashed)
+
+    done = admin("gc", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"freed {lost_name}: back in the pool" in done.stdout and crashed_name in done.stdout
+    after = check_pool(running=[healthy])
+    assert after[lost_name].state == "free" and after[origin].state == "free"
+    assert after[origin].tags.get("ax.origin") is None and after[lost_name].tags["ax.origin"] == origin
+
+    # Evict every free slab: the pod's snapshot and the thin pool stay; their blocks go back.
+    before = thin_pool_figures()["data_used_bytes"]
+    evicted = admin("evict", "--keep", "0", "--yes")
+    assert evicted.returncode == 0, evicted.stderr
+    after = check_pool(running=[healthy])
+    assert set(after) == {slab_at(healthy)}
+    figures = thin_pool_figures()
+    assert figures["error_when_full"]
+    # The cache's blocks stay (the running pod's snapshot holds them); what only the evicted
+    # snapshots held is given back.
+    assert before - figures["data_used_bytes"] >= 60 * MIB, (before, figures)
+    assert read_marker(healthy) == "cache-v1"
+    assert thin.unmount(healthy).ok
     check_pool()
 
 
