@@ -210,7 +210,7 @@ def cli_image(path: str) -> str:
     return write_archive(path, CLI_IMAGE, layer, cmd=["sh"])
 
 
-def job_image(path: str, payload_mb: int = 64) -> str:
+def job_image(path: str, payload_mb: int = 64, name: str = JOB_IMAGE) -> str:
     """What a CI job pulls: busybox, and `payload_mb` of incompressible data standing in for a
     toolchain's layers (so a cache hit saves real bytes)."""
     layer = Layer()
@@ -222,7 +222,7 @@ def job_image(path: str, payload_mb: int = 64) -> str:
             handle.write(chunk)
     layer.copy(payload, "/opt/toolchain/blob", 0o644)
     try:
-        return write_archive(path, JOB_IMAGE, layer, cmd=["sh"])
+        return write_archive(path, name, layer, cmd=["sh"])
     finally:
         os.unlink(payload)
 

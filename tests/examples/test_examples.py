@@ -17,6 +17,13 @@ def pod_spec(document):
     return document["spec"]["template"]["spec"] if document["kind"] == "Job" else document["spec"]
 
 
+def running_containers(spec):
+    """The containers that run side by side: the pod's own and its native sidecars (init
+    containers with restartPolicy Always, which run beside them until they end)."""
+    sidecars = [c for c in spec.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+    return sidecars + spec["containers"]
+
+
 def load(path):
     """The example's pod spec and its one flexVolume."""
     with open(path) as handle:
@@ -41,7 +48,7 @@ def kubelet_options(volume, uid="2b8e6f0c-1d2a-4c3b-9e8f-0a1b2c3d4e5f"):
 
 def test_there_are_examples():
     names = {os.path.basename(p) for p in EXAMPLES}
-    assert {"dind-pod.yaml", "dind-pod-xfs.yaml", "ci-runner-job.yaml"} <= names
+    assert {"dind-pod.yaml", "dind-pod-xfs.yaml", "ci-runner-job.yaml", "prewarm-job.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
@@ -61,16 +68,41 @@ def test_example_uses_the_driver_with_options_it_accepts(path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_only_the_daemon_is_privileged_and_it_owns_the_slab(path):
     spec, volume = load(path)
-    privileged = [c for c in spec["containers"] if c.get("securityContext", {}).get("privileged")]
+    containers = running_containers(spec)
+    assert all(c.get("restartPolicy") == "Always" for c in spec.get("initContainers", [])), "no init container runs alone"
+    privileged = [c for c in containers if c.get("securityContext", {}).get("privileged")]
     assert [c["name"] for c in privileged] == ["dind"]
     (daemon,) = privileged
     mounts = {m["name"]: m["mountPath"] for m in daemon.get("volumeMounts", [])}
     assert mounts[volume["name"]] == "/var/lib/docker"
     # No other container may mount the graph storage: one dockerd per /var/lib/docker.
-    others = [c for c in spec["containers"] if c is not daemon]
+    others = [c for c in containers if c is not daemon]
     assert all(volume["name"] not in {m["name"] for m in c.get("volumeMounts", [])} for c in others)
     # The daemon listens on the pod's loopback only; clients reach it through localhost.
     assert any(a.startswith("--host=tcp://127.0.0.1:") for a in daemon.get("args", []))
     for client in others:
         env = {e["name"]: e.get("value") for e in client.get("env", [])}
         assert env.get("DOCKER_HOST", "").startswith("tcp://localhost:")
+
+
+def test_the_prewarm_job_warms_the_slabs_the_runners_ask_for():
+    _, prewarm = load(os.path.join(REPO, "examples", "prewarm-job.yaml"))
+    _, runner = load(os.path.join(REPO, "examples", "ci-runner-job.yaml"))
+    # Slabs are handed out by size, filesystem, type and scope: any difference and no runner
+    # would ever get the warm slab.
+    assert prewarm["flexVolume"] == runner["flexVolume"]
+
+
+def test_the_prewarm_job_runs_one_pod_per_node_and_ends():
+    with open(os.path.join(REPO, "examples", "prewarm-job.yaml")) as handle:
+        job = yaml.safe_load(handle)
+    spec = job["spec"]
+    assert spec["completions"] == spec["parallelism"], "all at once, so that the anti-affinity spreads them"
+    template = spec["template"]
+    (term,) = template["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert template["spec"]["restartPolicy"] == "Never"
+    # The daemon is a native sidecar, so the pod ends when the loader does.
+    assert [c["name"] for c in template["spec"]["initContainers"]] == ["dind"]
+    assert [c["name"] for c in template["spec"]["containers"]] == ["loader"]
