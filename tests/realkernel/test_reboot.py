@@ -22,14 +22,27 @@ def pod_from(record):
 
 @pytest.mark.reboot_before
 def test_before_reboot(kubelet):
+    before_reboot(kubelet, STATE)
+
+
+def before_reboot(kubelet, state_path: str, warm_first: bool = False, crash_at: str = "mount-after-lvcreate",
+                  crash_size_mb: int = 224) -> None:
+    """Pods running, one about to be deleted, one whose mount was killed at `crash_at`; what the
+    second boot needs to know goes to `state_path` on the node's disk. `warm_first`: a warm 192
+    MiB slab exists before the pods come (on a thin node, the 192 MiB pods then run on snapshots
+    of it)."""
+    if warm_first:
+        warm = Pod(size_mb=192)
+        assert kubelet.mount(warm).ok and kubelet.unmount(warm).ok
+        kubelet.delete_pod(warm)
     running = [Pod(size_mb=192), Pod(size_mb=320, fs_type="xfs")]
     deleted = Pod(size_mb=192)  # deleted while the node was down
-    crashed = Pod(size_mb=224)  # its mount was killed halfway, just before the power cut
+    crashed = Pod(size_mb=crash_size_mb)  # its mount was killed halfway, just before the power cut
     for pod in running + [deleted]:
         assert kubelet.mount(pod).ok
         node.write_marker(pod, f"data of {pod.uid}")
     os.makedirs(crashed.dir, mode=0o750)
-    proc = kubelet.start("mount", crashed.dir, crashed.options(), env={"AX_VOL_PLUGIN_FAILPOINTS": "mount-after-lvcreate"})
+    proc = kubelet.start("mount", crashed.dir, crashed.options(), env={"AX_VOL_PLUGIN_FAILPOINTS": crash_at})
     proc.communicate()
     state = {
         "running": [vars_of(p) for p in running],
@@ -37,7 +50,7 @@ def test_before_reboot(kubelet):
         "crashed": vars_of(crashed),
         "slabs": {p.uid: slab_at(p) for p in running + [deleted]},
     }
-    with open(STATE, "w") as handle:
+    with open(state_path, "w") as handle:
         json.dump(state, handle)
         handle.flush()
         os.fsync(handle.fileno())
@@ -50,7 +63,13 @@ def vars_of(pod):
 
 @pytest.mark.after_reboot
 def test_after_reboot_pods_get_their_own_slabs_back(kubelet):
-    with open(STATE) as handle:
+    after_reboot(kubelet, STATE)
+
+
+def after_reboot(kubelet, state_path: str) -> dict:
+    """The second boot: kubelet's reconstruction of the pods `before_reboot` left. Returns what
+    the first boot wrote."""
+    with open(state_path) as handle:
         state = json.load(handle)
     assert node.slab_mounts() == {}, "a reboot leaves no slab mounted"
     assert not os.path.exists("/run/ax-vol-plugin")
@@ -73,3 +92,4 @@ def test_after_reboot_pods_get_their_own_slabs_back(kubelet):
     for pod in running + [crashed]:
         assert kubelet.unmount(pod).ok
     check_pool()
+    return state

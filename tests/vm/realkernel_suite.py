@@ -13,14 +13,17 @@ import xml.etree.ElementTree as ET
 
 from .launch import LANE_CPUS, REPO, boot, in_lanes, make_disks, say
 
-REBOOT_FILES = ("test_reboot.py",)  # its first half leaves pods running for the second boot
+# Their first halves leave pods running for a second boot on the same disks: one node's pool per
+# lane, so each file goes to a lane of its own (thick, then thin).
+REBOOT_FILES = ("test_reboot.py", "test_reboot_thin.py")
 # Minutes each file took in one guest running them all (junit times, 2026-12-02, virtiofs root);
 # only their proportions matter. A new file counts as DEFAULT_WEIGHT until it is measured.
 FILE_MINUTES = {
     "test_dind.py": 6.0, "test_crash.py": 5.7, "test_install.py": 3.0, "test_admin.py": 2.8,
     "test_bad_input.py": 2.8, "test_mount.py": 2.5, "test_space.py": 5.0, "test_concurrency.py": 1.4,
     "test_scope.py": 1.3, "test_protocol.py": 0.9, "test_metrics.py": 0.9, "test_udev.py": 0.7,
-    "test_reboot.py": 0.3, "test_vm.py": 0.1, "test_busy.py": 0.6, "test_release.py": 3.0, "test_thin.py": 6.5,
+    "test_reboot.py": 0.3, "test_vm.py": 0.1, "test_busy.py": 0.6, "test_release.py": 3.0, "test_thin.py": 8.3,
+    "test_prewarm.py": 4.3, "test_reboot_thin.py": 0.8,
 }
 DEFAULT_WEIGHT = 2.0
 NO_TESTS_SELECTED = 5  # pytest's exit status when a selection leaves nothing to run
@@ -44,14 +47,13 @@ def pytest_in_guest(workdir: str, name: str, selection: str, files: list, extra)
 
 def plan_lanes(files: list, weights: dict, lanes: int = 2) -> list:
     """Split the test files over `lanes` guests so that each lane's measured minutes come out
-    about even (longest first, each to the lightest lane so far). The files of the reboot
-    scenario go to the first lane, whose disks the second boot then reuses."""
+    about even (longest first, each to the lightest lane so far). Each reboot scenario's file
+    goes to a lane of its own (the first, then the next), whose disks its second boot reuses."""
     plan = [[] for _ in range(lanes)]
     load = [0.0] * lanes
-    for name in REBOOT_FILES:
-        if name in files:
-            plan[0].append(name)
-            load[0] += weights.get(name, DEFAULT_WEIGHT)
+    for i, name in enumerate(n for n in REBOOT_FILES if n in files):
+        plan[i % lanes].append(name)
+        load[i % lanes] += weights.get(name, DEFAULT_WEIGHT)
     rest = sorted((f for f in files if f not in REBOOT_FILES), key=lambda f: (-weights.get(f, DEFAULT_WEIGHT), f))
     for name in rest:
         lightest = load.index(min(load))
@@ -72,15 +74,16 @@ def counts(path: str) -> tuple:
     return (total - failed - skipped, failed, skipped)
 
 
-def run_lane(lane: str, files: list, reboot: bool, stamp: str, argv: list) -> list:
-    """One guest's share: a boot on blank disks of its own for `files`; then, on the lane that
-    has the reboot scenario, a second boot on the same disks for the after-reboot half."""
+def run_lane(lane: str, files: list, stamp: str, argv: list) -> list:
+    """One guest's share: a boot on blank disks of its own for `files`; then, on a lane that
+    has a reboot scenario, a second boot on the same disks for its after-reboot half."""
     workdir = os.path.join(REPO, ".vm", f"run-{stamp}-{lane}")
     os.makedirs(workdir)
     disks = make_disks(workdir, DISKS_MB)
     boots = [("boot1", "not after_reboot", files)]
-    if reboot:
-        boots.append(("boot2", "after_reboot", [f"tests/realkernel/{name}" for name in REBOOT_FILES]))
+    rebooted = [f for f in files if os.path.basename(f) in REBOOT_FILES]
+    if rebooted:
+        boots.append(("boot2", "after_reboot", rebooted))
     results = []
     for name, selection, selected in boots:
         started = time.monotonic()
@@ -104,8 +107,8 @@ def main(argv) -> int:
     plan = plan_lanes(files, FILE_MINUTES)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     lanes = {
-        chr(ord("a") + i): (lambda name, lane_files=lane_files, i=i: run_lane(
-            name, [f"tests/realkernel/{f}" for f in lane_files], i == 0, stamp, argv))
+        chr(ord("a") + i): (lambda name, lane_files=lane_files: run_lane(
+            name, [f"tests/realkernel/{f}" for f in lane_files], stamp, argv))
         for i, lane_files in enumerate(plan)
     }
     results = [r for lane in in_lanes(lanes).values() for r in lane]
