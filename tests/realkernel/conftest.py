@@ -66,6 +66,9 @@ def wipe_pool() -> None:
     """Back to a blank slab disk: what a fresh node has."""
     for point in node.slab_mounts():
         _sh("umount", point, check=False)
+    # udev probes a device that was just written and closed; one still at it holds the device
+    # open, and vgremove and wipefs would fail on a disk in use.
+    _sh("udevadm", "settle", check=False)
     _sh("vgremove", "--force", "--force", "--yes", node.VOLUME_GROUP, check=False)
     for device in (SCRATCH, SPARE):  # a test may have grown the volume group onto SPARE
         _sh("pvremove", "--force", "--force", "--yes", device, check=False)
