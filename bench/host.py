@@ -60,11 +60,33 @@ def table(figures) -> str:
     for f in figures:
         m, fl = f["measured"], f["floor"]
         spread = f" [{f['ratio_min']:.2f}-{f['ratio_max']:.2f}]" if f["paired"] else ""
-        target = "-" if f["target"] == float("inf") else f"<= {f['target']:g}x"
+        target = "-" if f["target"] == float("inf") else f"<= {f['target']:g}x{' every pair' if f.get('every') else ''}"
         met = "-" if f["target"] == float("inf") else ("yes" if f["met"] else "**no**")
         rows.append(
             f"| {f['name']} (n={m['n']}) | {fmt_s(m['median'])} [{fmt_s(m['min'])}-{fmt_s(m['max'])}] | "
             f"{fmt_s(fl['median'])} ({f['floor_name']}) | {f['ratio']:.2f}x{spread} | {target} | {met} |"
+        )
+    return "\n".join(rows)
+
+
+def bursts(rows_in) -> str:
+    """The burst of CI pods after one warm job, a row per provisioning mode."""
+    rows = ["| burst of pods after one warm job | image cached | target | disk held after it, against one pod's cache | "
+            "target | met | pod to first container, min-max |",
+            "|---|---|---|---|---|---|---|"]
+    for b in rows_in:
+        ratio = b["held_bytes"] / b["one_cache_bytes"]
+        targets = (b["target_cached"], b["target_held"])
+        met = "-" if targets == (None, None) else (
+            "yes" if b["cached"] >= b["target_cached"] and ratio <= b["target_held"] else "**no**")
+        seconds = b["seconds_to_container"]
+        held_target = "-" if b["target_held"] is None else f"<= {b['target_held']:g}x"
+        rows.append(
+            f"| {b['pods']} pods, {b['mode']} ({b['image_mb']:.0f} MB image) | {b['cached']} of {b['pods']} | "
+            f"{'-' if b['target_cached'] is None else b['target_cached']} | "
+            f"{b['held_bytes'] / (1 << 20):.0f} MiB / {b['one_cache_bytes'] / (1 << 20):.0f} MiB = {ratio:.2f}x | "
+            f"{held_target} | {met} | "
+            f"{fmt_s(seconds[0])}-{fmt_s(seconds[-1])} |"
         )
     return "\n".join(rows)
 
@@ -89,6 +111,12 @@ def render(results: dict, stamp: str) -> str:
         table(results["figures"]),
         "",
     ]
+    if results.get("bursts"):
+        parts += [bursts(results["bursts"]), ""]
+    if results.get("space_returned"):
+        given = {way: sorted(b)[len(b) // 2] / (1 << 20) for way, b in results["space_returned"].items()}
+        parts += ["Of 128 MiB of files deleted in a thin volume, given back to the thin pool (median): "
+                  + ", ".join(f"{way} {mib:.0f} MiB" for way, mib in given.items()) + ".", ""]
     if results.get("gains"):
         parts += [
             f"What the changes since {results['baseline']} bought: this driver against the one built at "
@@ -126,7 +154,7 @@ def write_docs(section: str) -> None:
 def main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer repetitions, smaller slabs")
-    parser.add_argument("--only", default="", help="comma-separated guest sections (init,warm,cold,scale,parallel,dind)")
+    parser.add_argument("--only", default="", help="comma-separated guest sections (init,warm,cold,scale,parallel,dind,thin)")
     parser.add_argument("--no-docs", action="store_true", help="print the table only")
     parser.add_argument("--baseline", default="af74e4c",
                         help="git revision whose driver is measured beside this one (before/after); '' for none")
@@ -162,6 +190,9 @@ def main(argv) -> int:
     section = render(results, stamp)
     print(table(results["figures"]))
     print()
+    if results.get("bursts"):
+        print(bursts(results["bursts"]))
+        print()
     if results.get("gains"):
         print(table(results["gains"]))
         print()
