@@ -28,9 +28,9 @@ CARGO   ?= $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 PHASE   := python3 tests/phases.py
 RELIABILITY_LEVEL ?= full
 
-.PHONY: deps build deb test unit realkernel reliability reliability-short soak lint demo bench clean e2e e2e-deps
+.PHONY: deps build deb test unit csi-api realkernel reliability reliability-short soak lint demo bench clean e2e e2e-deps
 
-$(STAMP): requirements-test.txt
+$(STAMP): requirements-test.txt requirements-csi.txt
 	@if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null || \
 	    ! command -v lvcreate >/dev/null || ! command -v mkfs.xfs >/dev/null || ! command -v strace >/dev/null || \
 	    ! command -v dockerd >/dev/null || ! command -v apparmor_parser >/dev/null || ! test -x /bin/busybox || \
@@ -42,7 +42,7 @@ $(STAMP): requirements-test.txt
 	@command -v kubectl >/dev/null || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubernetes-client; }
 	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-test.txt -r requirements-csi.txt
 	touch $@
 
 $(VIRTIOFSD_STAMP):
@@ -65,10 +65,15 @@ deb:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check flexdriver tests demo bench
 
-unit: $(STAMP)
+# The CSI front-end's messages, generated from the spec's .proto (Go module proxy) into the cache
+# dir; a no-op once there.
+csi-api: $(STAMP)
+	$(PYTHON) packaging/csi-api
+
+unit: $(STAMP) csi-api
 	$(PYTHON) -m pytest tests/unit tests/vm tests/examples tests/packaging -q
 
-realkernel: $(STAMP) $(VIRTIOFSD_STAMP) build
+realkernel: $(STAMP) $(VIRTIOFSD_STAMP) build csi-api
 	$(PYTHON) -m tests.vm.realkernel_suite
 
 reliability: $(STAMP) $(VIRTIOFSD_STAMP) build

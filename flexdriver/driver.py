@@ -49,20 +49,22 @@ from .pool import (
 from .system import filesystems, host, udev
 from .system.lock import node_lock
 from .system.lvm import LVM, dm_path
+from .system.lvm_shell import LVMShell
 from .system.mounts import MountEntry, Mounter, canonical, mount_at, read_mounts
 from .system.runner import Runner
 
 
 class Driver:
     def __init__(
-        self, config: Config, record: CallRecord, runner: Runner | None = None, wait_for_node=udev.wait_for_node
+        self, config: Config, record: CallRecord, runner: Runner | None = None, wait_for_node=udev.wait_for_node,
+        shell: LVMShell | None = None,
     ) -> None:
         self.config = config
         self.record = record
         self.runner = runner or Runner()
         self.wait_for_node = wait_for_node
         self.thin = config.provisioning is Provisioning.THIN
-        self.lvm = LVM(self.runner, config.volume_group, config.command_timeout_s, thin=self.thin)
+        self.lvm = LVM(self.runner, config.volume_group, config.command_timeout_s, shell=shell, thin=self.thin)
         self.mounter = Mounter(self.runner, config.command_timeout_s)
         self.me = host.process_identity(os.getpid()) or f"unknown:{os.getpid()}:0"
 

@@ -47,17 +47,17 @@ def handle(argv: list[str], record: journal.CallRecord, config_box: list) -> Res
         raise BadRequest(f"{verb} takes {expected} argument(s), got {len(args)}; {USAGE}")
 
     from . import config as config_module
-    from .driver import Driver
+    from .core import Core
     from .options import parse_mount
 
     config = config_module.load()
     config_box.append(config)
-    driver = Driver(config, record)
+    core = Core(config)
     if verb == "mount":
         request = parse_mount(args[0], args[1], config.default_size_mb, config.default_cache_scope)
-        message = driver.mount(request)
+        message = core.acquire(request, record)
     else:
-        message = driver.unmount(args[0])
+        message = core.release(args[0], record)
     return respond(SUCCESS, message)
 
 
@@ -88,25 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         record.note(stray_output=stray[-4000:])
     if argv[:1] in (["mount"], ["unmount"]) or "reason" in record.fields:
         try:
-            config = config or _config_for_log()
-            if argv[:1] in (["mount"], ["unmount"]):
-                _count(config, record, str(response["status"]))
-            rotation = journal.Rotation(config.log_max_bytes, config.log_keep, os.path.join(config.run_dir, "log.lock"))
-            journal.append(config.log_file, record.line(str(response["status"]), str(response.get("message", ""))), rotation)
+            from .core import Core
+
+            Core(config or _config_for_log()).finish(
+                record, str(response["status"]), str(response.get("message", "")),
+                count=argv[:1] in (["mount"], ["unmount"]),
+            )
         except Exception:  # noqa: BLE001 - the call is done: a log that cannot be written must not hide its answer
             pass
     _write_all(kubelet_out, json.dumps(response).encode())
     return 1 if response["status"] == FAILURE else 0
-
-
-def _count(config, record: journal.CallRecord, outcome: str) -> None:
-    """Metrics never fail a call: a problem writing them is noted in the call's log line."""
-    try:
-        from . import metrics
-
-        metrics.record_call(config, record.fields, outcome, record.duration_s(), record.pool, record.snapshot_at)
-    except Exception as err:  # noqa: BLE001 - the call itself has already succeeded or failed
-        record.note(metrics_error=f"{type(err).__name__}: {err}")
 
 
 def _config_for_log():

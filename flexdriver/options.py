@@ -90,7 +90,14 @@ def parse_mount(
     for key, value in options.items():
         if not isinstance(value, str):
             raise BadRequest(f"mount option {shown(key)} must be a string, got {shown(json.dumps(value))}")
+    return request_from_options(path, options, default_size_mb, default_cache_scope)
 
+
+def request_from_options(
+    path: str, options: dict, default_size_mb: int, default_cache_scope: str = SCOPE_NODE
+) -> MountRequest:
+    """The request for mount dir `path` (already through parse_mount_dir) from string options under
+    the FlexVolume names; the CSI front-end maps its volume attributes onto the same names."""
     volume_type = options.get("ax_vol_type", "") or GRAPH
     if volume_type not in VOLUME_TYPES:
         raise BadRequest(f"unknown ax_vol_type {shown(volume_type)}; supported: {', '.join(VOLUME_TYPES)}")
@@ -154,9 +161,16 @@ def parse_size_mb(raw: str) -> int:
     return int(raw)
 
 
+CSI_PLUGIN_DIR = "kubernetes.io~csi"
+
+
 def pod_dir_of(mount_dir: str) -> str | None:
-    """`<root>/pods/<uid>` for kubelet's layout `<root>/pods/<uid>/volumes/<plugin>/<volume>`."""
+    """`<root>/pods/<uid>` for kubelet's layouts: `<root>/pods/<uid>/volumes/<plugin>/<volume>` for
+    a FlexVolume, `<root>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount` for a CSI volume."""
     parts = mount_dir.split("/")
+    if len(parts) >= 7 and parts[-1] == "mount" and parts[-3] == CSI_PLUGIN_DIR and parts[-4] == "volumes" \
+            and parts[-6] == "pods":
+        return "/".join(parts[:-4])
     if len(parts) >= 6 and parts[-3] == "volumes" and parts[-5] == "pods":
         return "/".join(parts[:-3])
     return None

@@ -117,6 +117,11 @@ class LVMShell:
             except ShellUnavailable:
                 pass
 
+    @property
+    def reusable(self) -> bool:
+        """Running and never given up on: a resident process may hand it to its next call."""
+        return self._shell is not None and not self._broken
+
     def close(self) -> None:
         if self._shell is not None:
             self._shell.close(self.timeout_s)

@@ -199,6 +199,10 @@ def test_implausible_uid_in_kubelets_path_is_not_replaced_by_the_option():
         ("/var/lib/kubelet/pods/u1/volume/ax~vol_plugin/v", None),
         ("/var/lib/kubelet/pod/u1/volumes/ax~vol_plugin/v", None),
         ("/mnt/docker", None),
+        # A CSI volume's target path: the volume's dir holds kubelet's vol_data.json beside `mount`.
+        ("/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/cache/mount", "/var/lib/kubelet/pods/u1"),
+        ("/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/cache", "/var/lib/kubelet/pods/u1"),
+        ("/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/cache/data", None),
     ],
 )
 def test_pod_dir_of(mount_dir, expected):

@@ -1,0 +1,5 @@
+import sys
+
+from flexdriver.csi.server import main
+
+sys.exit(main())
