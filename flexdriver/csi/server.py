@@ -63,6 +63,9 @@ def socket_path(endpoint: str) -> str:
 
 class Plugin:
     def __init__(self, args: argparse.Namespace, runner: Runner | None = None, load_config=None) -> None:
+        # gRPC's own fork handlers, off: its children are the commands the core runs, which exec
+        # at once (Runner(threaded=True)); with them on, children crashed between fork and exec.
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
         import grpc  # only here: the module's other users (probe, --help) do not start a server
 
         from . import service
@@ -75,7 +78,7 @@ class Plugin:
         )
         kwargs = {"load_config": load_config} if load_config else {}
         self.settings = service.Settings(args.node_id, args.kubelet_dir, args.kubelet_endpoint or self.endpoint, **kwargs)
-        self.runner = runner or Runner()
+        self.runner = runner or Runner(threaded=True)
         self.shells: IdleShells | None = None
         self.in_flight = service.InFlight()
         self.stopping = threading.Event()

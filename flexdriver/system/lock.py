@@ -10,6 +10,8 @@ import contextlib
 import fcntl
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 
 from ..errors import Busy
@@ -41,6 +43,9 @@ def node_lock(run_dir: str, timeout_s: float) -> Iterator[None]:
 
 
 def _wait(fd: int, timeout_s: float) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        _poll(fd, timeout_s)
+        return
     # A blocking flock interrupted by a timer: no polling, woken the instant the holder lets go.
     previous = signal.signal(signal.SIGALRM, _expire)
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
@@ -51,3 +56,20 @@ def _wait(fd: int, timeout_s: float) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _poll(fd: int, timeout_s: float) -> None:
+    """A resident process's worker threads (the CSI plugin's) cannot take SIGALRM, which only the
+    main thread receives: they try again, every few milliseconds at first, up to 50 ms apart."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Busy(f"the node lock was held by another call for more than {timeout_s:g} s; retry") from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)

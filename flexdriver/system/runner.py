@@ -50,8 +50,14 @@ class Completed:
 
 
 class Runner:
-    def __init__(self, search_path: Sequence[str] = SEARCH_PATH) -> None:
+    """`threaded`: for a process with threads of its own (the CSI plugin, whose gRPC library has
+    fork handlers). Python code run between fork and exec (preexec_fn) is unsafe there: children
+    died of SIGSEGV and SIGABRT before exec. So its children get PR_SET_PDEATHSIG from util-linux's
+    setpriv, which sets it and execs the command, and no Python runs in the child."""
+
+    def __init__(self, search_path: Sequence[str] = SEARCH_PATH, threaded: bool = False) -> None:
         self._search_path = tuple(search_path)
+        self.threaded = threaded
         self._resolved: dict[str, str] = {}
         # The last commands, kept for the call's log line when something fails.
         self.history: collections.deque[Completed] = collections.deque(maxlen=20)
@@ -78,16 +84,17 @@ class Runner:
     ) -> Completed:
         full = [self.resolve(argv[0])] + list(argv[1:])
         started = time.monotonic()
+        spawned, preexec = self._spawn(full)
         try:
             proc = subprocess.Popen(
-                full,
+                spawned,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=CHILD_ENV,
                 cwd="/",
                 close_fds=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=preexec,
                 # Its own process group (and session), so a timeout can kill whatever it started.
                 start_new_session=True,
             )
@@ -107,21 +114,31 @@ class Runner:
             raise CommandFailed(full, proc.returncode, result.stderr)
         return result
 
+    def _spawn(self, full: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+        """What Popen runs, and the preexec_fn that gives the child PR_SET_PDEATHSIG."""
+        if not self.threaded:
+            return full, _die_with_parent
+        try:
+            return [self.resolve("setpriv"), "--pdeathsig", "KILL", "--", *full], None
+        except CommandFailed:
+            return full, None  # no setpriv: children outlive a killed plugin, as without prctl
+
     def converse(self, program: str, env: Mapping[str, str], report_env: str) -> Conversation:
         """Start `program` reading commands on stdin, with one more output pipe besides stdout and
         stderr, whose fd it is told in the environment variable `report_env`. Raises CommandFailed
         when the program is not found and OSError when it cannot be started."""
+        spawned, preexec = self._spawn([self.resolve(program)])
         read_end, write_end = os.pipe()
         try:
             proc = subprocess.Popen(
-                [self.resolve(program)],
+                spawned,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={**env, report_env: str(write_end)},
                 cwd="/",
                 pass_fds=(write_end,),
-                preexec_fn=_die_with_parent,
+                preexec_fn=preexec,
                 start_new_session=True,  # its own process group: a hung one dies with all it started
             )
         except (OSError, CommandFailed):

@@ -101,3 +101,31 @@ def test_waiting_restores_the_alarm_handler_and_timer(tmp_path):
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_worker_thread_waits_and_times_out_without_signals(tmp_path):
+    """The CSI plugin's calls run in worker threads, where SIGALRM cannot be used."""
+    import threading
+
+    run_dir = str(tmp_path / "run")
+    holder = start_holder(run_dir, release_after=0.3)
+    outcome = []
+
+    def waiter(timeout_s):
+        try:
+            with node_lock(run_dir, timeout_s):
+                outcome.append("locked")
+        except Busy as err:
+            outcome.append(str(err))
+
+    try:
+        short = threading.Thread(target=waiter, args=(0.05,))
+        short.start()
+        short.join(5)
+        assert "held by another call for more than 0.05 s" in outcome[0]
+        patient = threading.Thread(target=waiter, args=(5.0,))
+        patient.start()
+        patient.join(5)
+        assert outcome[1] == "locked"  # as soon as the holder let go
+    finally:
+        holder.wait(timeout=5)

@@ -250,3 +250,34 @@ def test_a_conversation_with_a_program_not_found_is_a_command_failure(tmp_path):
     with pytest.raises(CommandFailed) as caught:
         Runner(search_path=[str(tmp_path)]).converse("lvm", {}, "LVM_REPORT_FD")
     assert caught.value.returncode == 127
+
+
+def test_a_threaded_runners_children_run_no_python_before_exec_and_still_die_with_it(tmp_path):
+    """Runner(threaded=True), as the CSI plugin has it: setpriv gives the child PR_SET_PDEATHSIG.
+    A process using it is SIGKILLed while its child sleeps: the child must not outlive it."""
+    import subprocess
+    import sys
+
+    assert Runner(threaded=True)._spawn(["/bin/true"]) == ([Runner().resolve("setpriv"), "--pdeathsig", "KILL", "--",
+                                                            "/bin/true"], None)
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import sys, threading; sys.path.insert(0, sys.argv[1]);"
+        "from flexdriver.system.runner import Runner;"
+        "command = ['/bin/sh', '-c', 'echo $$ > ' + sys.argv[2] + '; exec sleep 60'];"
+        "t = threading.Thread(target=Runner(threaded=True).run, args=(command,));"
+        "t.start(); t.join()"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    parent = subprocess.Popen([sys.executable, "-c", script, repo, str(pid_file)])
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]:
+        assert time.monotonic() < deadline, "the child outlived the process that ran it"
+        time.sleep(0.05)
