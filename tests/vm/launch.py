@@ -143,6 +143,7 @@ def boot(
         "PATH": GUEST_PATH,
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        "AX_CACHE_DIR": CACHE_DIR,  # build outputs the guest's tests use (the CSI modules)
         **(env or {}),
     }
     script = os.path.join(workdir, "guest.sh")

@@ -23,7 +23,7 @@ FILE_MINUTES = {
     "test_bad_input.py": 2.8, "test_mount.py": 2.5, "test_space.py": 5.0, "test_concurrency.py": 1.4,
     "test_scope.py": 1.3, "test_protocol.py": 0.9, "test_metrics.py": 0.9, "test_udev.py": 0.7,
     "test_reboot.py": 0.3, "test_vm.py": 0.1, "test_busy.py": 0.6, "test_release.py": 3.0, "test_thin.py": 8.3,
-    "test_prewarm.py": 4.3, "test_reboot_thin.py": 0.8,
+    "test_prewarm.py": 4.3, "test_reboot_thin.py": 0.8, "test_csi.py": 2.2,
 }
 DEFAULT_WEIGHT = 2.0
 NO_TESTS_SELECTED = 5  # pytest's exit status when a selection leaves nothing to run
