@@ -25,11 +25,11 @@ def running_containers(spec):
 
 
 def load(path):
-    """The example's pod spec and its one flexVolume."""
+    """The example's pod spec and its one slab volume (a flexVolume, or a CSI inline volume)."""
     with open(path) as handle:
         (document,) = list(yaml.safe_load_all(handle))
     spec = pod_spec(document)
-    (volume,) = [v for v in spec["volumes"] if "flexVolume" in v]
+    (volume,) = [v for v in spec["volumes"] if "flexVolume" in v or "csi" in v]
     return spec, volume
 
 
@@ -48,21 +48,42 @@ def kubelet_options(volume, uid="2b8e6f0c-1d2a-4c3b-9e8f-0a1b2c3d4e5f"):
 
 def test_there_are_examples():
     names = {os.path.basename(p) for p in EXAMPLES}
-    assert {"dind-pod.yaml", "dind-pod-xfs.yaml", "ci-runner-job.yaml", "prewarm-job.yaml"} <= names
+    assert {"dind-pod.yaml", "dind-pod-xfs.yaml", "dind-pod-csi.yaml", "ci-runner-job.yaml", "prewarm-job.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_example_uses_the_driver_with_options_it_accepts(path):
     _, volume = load(path)
-    flex = volume["flexVolume"]
-    assert flex["driver"] == "ax/vol_plugin"
-    assert all(isinstance(v, str) for v in flex["options"].values()), "FlexVolume options are strings"
     uid = "2b8e6f0c-1d2a-4c3b-9e8f-0a1b2c3d4e5f"
-    mount_dir = f"/var/lib/kubelet/pods/{uid}/volumes/ax~vol_plugin/{volume['name']}"
-    request = parse_mount(mount_dir, kubelet_options(volume, uid), default_size_mb=10240)
-    assert request.fs_type == (flex.get("fsType") or "ext4")
-    assert request.size_mb == int(flex["options"]["size_mb"])
-    assert request.pod_uid == uid
+    if "csi" in volume:
+        from flexdriver.csi import DRIVER_NAME, request
+
+        source = volume["csi"]
+        assert source["driver"] == DRIVER_NAME
+        options = source["volumeAttributes"]
+        target = f"/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~csi/{volume['name']}/mount"
+        kubelet_keys = {"csi.storage.k8s.io/pod.uid": uid, "csi.storage.k8s.io/pod.namespace": "ci",
+                        "csi.storage.k8s.io/ephemeral": "true"}
+        parsed = request.mount_request(request.target_of(target, "/var/lib/kubelet"), {**options, **kubelet_keys},
+                                       source.get("fsType", ""), bool(source.get("readOnly")), 10240, "node")
+    else:
+        source = volume["flexVolume"]
+        assert source["driver"] == "ax/vol_plugin"
+        options = source["options"]
+        mount_dir = f"/var/lib/kubelet/pods/{uid}/volumes/ax~vol_plugin/{volume['name']}"
+        parsed = parse_mount(mount_dir, kubelet_options(volume, uid), default_size_mb=10240)
+    assert all(isinstance(v, str) for v in options.values()), "options and volumeAttributes are strings"
+    assert parsed.fs_type == (source.get("fsType") or "ext4")
+    assert parsed.size_mb == int(options["size_mb"])
+    assert parsed.pod_uid == uid
+
+
+def test_the_csi_example_differs_from_the_flexvolume_one_only_in_its_volume_source():
+    flex_spec, flex = load(os.path.join(REPO, "examples", "dind-pod.yaml"))
+    csi_spec, csi = load(os.path.join(REPO, "examples", "dind-pod-csi.yaml"))
+    assert {k: v for k, v in flex_spec.items() if k != "volumes"} == {k: v for k, v in csi_spec.items() if k != "volumes"}
+    assert csi["csi"]["volumeAttributes"] == flex["flexVolume"]["options"]
+    assert csi["csi"]["fsType"] == flex["flexVolume"]["fsType"]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)

@@ -46,7 +46,8 @@ def example_pod(path):
 def with_options(path, **options):
     pod, name = example_pod(path)
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == name]
-    volume["flexVolume"]["options"].update(options)
+    source = volume["csi"]["volumeAttributes"] if "csi" in volume else volume["flexVolume"]["options"]
+    source.update(options)
     return pod
 
 
@@ -66,6 +67,15 @@ def test_a_pod_that_sets_kubelets_own_keys_is_denied(policy, key):
 def test_a_pod_that_picks_another_scope_is_denied(policy, scope):
     (message,) = policy(with_options(EXAMPLES[0], cache_scope=scope))
     assert "cache_scope: namespace" in message
+
+
+CSI_EXAMPLE = os.path.join(REPO, "examples", "dind-pod-csi.yaml")
+
+
+@pytest.mark.parametrize("scope", ["node", "team-b-cache"])
+def test_a_csi_pod_that_picks_another_scope_is_denied(policy, scope):
+    (message,) = policy(with_options(CSI_EXAMPLE, cache_scope=scope))
+    assert message.startswith("vol-plugin.ax volumes may only use cache_scope: namespace")
 
 
 def test_pods_without_slabs_are_not_its_business(policy):
