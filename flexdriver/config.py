@@ -94,6 +94,16 @@ def load(environ: Mapping[str, str] = os.environ) -> Config:
     return parse(text, path)
 
 
+def load_or_default(load_config=None) -> Config:
+    """The node's config (from `load_config`, default load) for a call's log line and metrics,
+    even when the config is what is broken: then the built-in defaults, whose log file is the
+    usual one."""
+    try:
+        return (load_config or load)()
+    except ConfigError:
+        return Config()
+
+
 def parse(text: str, origin: str = "<config>") -> Config:
     # Comments may follow a value after whitespace, as in the README's own example; without
     # inline_comment_prefixes configparser keeps them as part of the value.

@@ -13,6 +13,7 @@ executable's calls on the same node change it too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -98,23 +99,16 @@ class Core:
 
     # ---- internals -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
     def _driver(self, record: journal.CallRecord):
-        return _DriverCall(self, record)
-
-
-class _DriverCall:
-    def __init__(self, core: Core, record: journal.CallRecord) -> None:
-        self.core, self.record, self.shell = core, record, None
-
-    def __enter__(self):
         from .driver import Driver
 
-        self.shell = self.core.shells.take() if self.core.shells else None
-        return Driver(self.core.config, self.record, self.core.runner, shell=self.shell)
-
-    def __exit__(self, *exc) -> None:
-        if self.shell is not None:
-            self.core.shells.give_back(self.shell)
+        shell = self.shells.take() if self.shells else None
+        try:
+            yield Driver(self.config, record, self.runner, shell=shell)
+        finally:
+            if shell is not None:
+                self.shells.give_back(shell)
 
 
 def _count(config: Config, record: journal.CallRecord, outcome: str) -> None:

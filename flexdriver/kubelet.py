@@ -88,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         record.note(stray_output=stray[-4000:])
     if argv[:1] in (["mount"], ["unmount"]) or "reason" in record.fields:
         try:
+            from .config import load_or_default
             from .core import Core
 
-            Core(config or _config_for_log()).finish(
+            # The configured log file even for calls that failed before loading the config.
+            Core(config or load_or_default()).finish(
                 record, str(response["status"]), str(response.get("message", "")),
                 count=argv[:1] in (["mount"], ["unmount"]),
             )
@@ -98,17 +100,6 @@ def main(argv: list[str] | None = None) -> int:
             pass
     _write_all(kubelet_out, json.dumps(response).encode())
     return 1 if response["status"] == FAILURE else 0
-
-
-def _config_for_log():
-    """The configured log file even for calls that failed before loading the config; the
-    built-in default when the config itself is what is broken."""
-    from . import config
-
-    try:
-        return config.load()
-    except config.ConfigError:
-        return config.Config()
 
 
 def _capture_stdio() -> int:

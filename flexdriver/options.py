@@ -25,7 +25,7 @@ MIN_SIZE_MB = {"xfs": 300}
 # surprises; the real limit (the volume group's size) is checked later.
 MAX_SIZE_MB = 1 << 30
 _SIZE = re.compile(r"[1-9][0-9]{0,9}")
-_POD_UID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+POD_UID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 MAX_DIR_BYTES = 700  # base64 of the dir's UTF-8 bytes must fit in a 1024-character LVM tag
 
 # cache_scope: which earlier pods' slabs a pod may inherit. `node`: any pod's on this node;
@@ -181,6 +181,6 @@ def pod_uid_of(mount_dir: str, claimed: str | None = None) -> str | None:
     else from the option a pod may set; None when neither is a plausible uid."""
     pod_dir = pod_dir_of(mount_dir)
     candidate = os.path.basename(pod_dir) if pod_dir else claimed
-    if candidate and _POD_UID.fullmatch(candidate):
+    if candidate and POD_UID.fullmatch(candidate):
         return candidate
     return None

@@ -29,3 +29,12 @@ KUBELET_REGISTRATION_PROTO = "pkg/apis/pluginregistration/v1/api.proto"
 # The generated package's name, and the dir under the cache dir that holds it.
 API_PACKAGE = "ax_csi_api"
 API_DIR_NAME = f"csi-api-{CSI_SPEC_VERSION}-kubelet-{KUBELET_VERSION}"
+
+
+def default_api_dir() -> str:
+    """Where packaging/csi-api writes the generated package, and the plugin looks for it: the
+    build's cache dir ($AX_CACHE_DIR, as the Makefile sets it)."""
+    import os
+
+    cache = os.environ.get("AX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ax-vol-plugin")
+    return os.path.join(cache, API_DIR_NAME)

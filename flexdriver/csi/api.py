@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import stat
 import sys
 
-from . import API_DIR_NAME, API_PACKAGE
+from ..system import files
+from . import API_PACKAGE, default_api_dir
 
 DIR_ENV = "AX_CSI_API_DIR"
 
@@ -25,26 +25,7 @@ class MissingAPI(ImportError):
 
 def _candidates() -> list[str]:
     named = os.environ.get(DIR_ENV)
-    if named:
-        return [named]
-    cache = os.environ.get("AX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ax-vol-plugin")
-    return [os.path.join(cache, API_DIR_NAME)]
-
-
-def _writable_by_others(path: str) -> str | None:
-    """Why `path` (and each dir above it) could have been written by a user other than this one."""
-    me = os.geteuid()
-    current = os.path.realpath(path)
-    while True:
-        st = os.stat(current)
-        if st.st_uid not in (0, me):
-            return f"{current} is owned by uid {st.st_uid}"
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-            return f"{current} is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
+    return [named] if named else [default_api_dir()]
 
 
 def load():
@@ -55,7 +36,8 @@ def load():
             if not os.path.isdir(os.path.join(directory, API_PACKAGE)):
                 tried.append(f"{directory}: no {API_PACKAGE} package")
                 continue
-            why = _writable_by_others(os.path.join(directory, API_PACKAGE))
+            # root's, or this user's (a developer's own cache dir), and writable by no one else
+            why = files.untrusted_dir(os.path.join(directory, API_PACKAGE), owners=(0, os.geteuid()))
             if why:
                 tried.append(f"{directory}: refused, {why}")
                 continue

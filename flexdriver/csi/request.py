@@ -22,9 +22,8 @@ KUBELET_PREFIX = "csi.storage.k8s.io/"
 POD_NAMESPACE = KUBELET_PREFIX + "pod.namespace"
 EPHEMERAL = KUBELET_PREFIX + "ephemeral"
 
-# kubelet's own name for a pod's volume dir (a DNS label: nothing to escape), and a pod uid.
+# kubelet's own name for a pod's volume dir (a DNS label: nothing to escape).
 _VOLUME_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_POD_UID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 def target_of(raw: str, kubelet_dir: str) -> str:
@@ -34,7 +33,7 @@ def target_of(raw: str, kubelet_dir: str) -> str:
     path = options.parse_mount_dir(raw)
     root = os.path.normpath(kubelet_dir)
     parts = path[len(root):].split("/") if path.startswith(root + "/") else []
-    if not (len(parts) == 7 and parts[0] == "" and parts[1] == "pods" and _POD_UID.fullmatch(parts[2])
+    if not (len(parts) == 7 and parts[0] == "" and parts[1] == "pods" and options.POD_UID.fullmatch(parts[2])
             and parts[3] == "volumes" and parts[4] == options.CSI_PLUGIN_DIR and _VOLUME_NAME.fullmatch(parts[5])
             and parts[6] == "mount"):
         raise BadRequest(

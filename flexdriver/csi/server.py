@@ -23,6 +23,7 @@ import sys
 import threading
 from concurrent import futures
 
+from .. import config as config_module
 from .. import journal
 from ..config import Config
 from ..core import Core, IdleShells
@@ -145,7 +146,8 @@ class Plugin:
         record = journal.CallRecord("register")
         record.note(frontend="csi", registered=registered, error=error or None)
         outcome = "Success" if registered else "Failure"
-        self.core_of(self._config_for_log()).finish(record, outcome, error or "registered with kubelet", count=False)
+        config = config_module.load_or_default(self.settings.load_config)
+        self.core_of(config).finish(record, outcome, error or "registered with kubelet", count=False)
 
     def sweep(self) -> list[str]:
         """Release the slabs of CSI target dirs whose volume kubelet no longer has; what it released."""
@@ -180,12 +182,6 @@ class Plugin:
                 self.in_flight.leave(key, target)
             core.finish(record, outcome, f"kubelet no longer has this volume: {message}")
         return released
-
-    def _config_for_log(self) -> Config:
-        try:
-            return self.settings.load_config()
-        except DriverError:
-            return Config()
 
 
 def probe(args: argparse.Namespace) -> int:

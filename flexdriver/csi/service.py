@@ -86,10 +86,6 @@ class InFlight:
             self._ids.discard(volume_id)
             self._targets.discard(target)
 
-    def targets(self) -> set[str]:
-        with self._lock:
-            return set(self._targets)
-
 
 class _Call:
     """One publish or unpublish: its record, its core, and its end in the call log."""
@@ -113,18 +109,11 @@ class _Call:
             self.record.note(reason="internal", traceback=traceback.format_exc())
             code, outcome = grpc.StatusCode.INTERNAL, "Failure"
             message = f"internal error in {DRIVER_NAME} ({type(err).__name__}: {err}); see the driver log"
-        core = self.core or self.core_of(_config_for_log(self.settings))
+        core = self.core or self.core_of(config_module.load_or_default(self.settings.load_config))
         core.finish(self.record, outcome, message, count=self.core is not None)
         if code is not None:
             context.abort(code, message)
         return message
-
-
-def _config_for_log(settings: Settings) -> Config:
-    try:
-        return settings.load_config()
-    except ConfigError:
-        return Config()
 
 
 class Identity(csi_grpc.IdentityServicer):

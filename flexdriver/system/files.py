@@ -55,10 +55,10 @@ def replace(path: str, text: str, mode: int = 0o600) -> None:
     os.rename(tmp, path)
 
 
-def untrusted_dir(path: str) -> str | None:
-    """Why root should not write into `path`, or None.
+def untrusted_dir(path: str, owners: tuple[int, ...] = (0,)) -> str | None:
+    """Why root should not write into (or import from) `path`, or None.
 
-    `path` must be root's and writable by no group or other user. So must every dir above it,
+    `path` must be root's (or an owner's in `owners`) and writable by no group or other user. So must every dir above it,
     except that one may be sticky as /tmp is: its other users can then neither rename nor
     remove the root-owned dir below. Links are resolved first, and where they lead is checked.
     """
@@ -71,7 +71,7 @@ def untrusted_dir(path: str) -> str | None:
             return f"{current}: {err.strerror}"
         if not stat.S_ISDIR(st.st_mode):
             return f"{current} is not a directory"
-        if st.st_uid != 0:
+        if st.st_uid not in owners:
             return f"{current} is owned by uid {st.st_uid}, not root"
         writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         if writable and (first or not st.st_mode & stat.S_ISVTX):

@@ -52,10 +52,14 @@ def _wait(fd: int, timeout_s: float) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
     except _Expired:
-        raise Busy(f"the node lock was held by another call for more than {timeout_s:g} s; retry") from None
+        raise _busy(timeout_s) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _busy(timeout_s: float) -> Busy:
+    return Busy(f"the node lock was held by another call for more than {timeout_s:g} s; retry")
 
 
 def _poll(fd: int, timeout_s: float) -> None:
@@ -70,6 +74,6 @@ def _poll(fd: int, timeout_s: float) -> None:
         except BlockingIOError:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Busy(f"the node lock was held by another call for more than {timeout_s:g} s; retry") from None
+                raise _busy(timeout_s) from None
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.05)

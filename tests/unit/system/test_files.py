@@ -85,3 +85,13 @@ def test_a_link_to_another_users_dir_is_judged_by_where_it_leads(tmp_path):
     link = tmp_path / "textfile"
     link.symlink_to(theirs)
     assert "not root" in files.untrusted_dir(str(link))
+
+
+def test_a_named_owner_is_trusted_as_root_is_and_no_one_else(tmp_path):
+    """The CSI plugin imports its generated modules from a dir that may be its own user's."""
+    mine = tmp_path / "cache"
+    mine.mkdir(mode=0o755)
+    os.chown(mine, NOBODY, NOBODY)
+    assert files.untrusted_dir(str(mine), owners=(0, NOBODY)) is None
+    mine.chmod(0o775)
+    assert "writable by others" in files.untrusted_dir(str(mine), owners=(0, NOBODY))
