@@ -22,6 +22,7 @@ ENV = "AX_VOL_PLUGIN_FAILPOINTS"
 _ARMED = frozenset(name for name in os.environ.get(ENV, "").split(",") if name)
 # Long enough for the child to have started its real work, short enough that it has not finished.
 DURING_DELAY_S = 0.15
+POLL_S = 0.002
 
 
 def hit(name: str) -> None:
@@ -31,11 +32,37 @@ def hit(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def during(program: str, still_running: Callable[[], int | None]) -> None:
+def during(program: str, still_running: Callable[[], int | None], pid: int | None = None) -> None:
     """Called by the runner right after it started `program` (a base name); `still_running` is
     the child's poll(). Dies only if the child is still at work, so a test that asked for a
-    kill half-way through gets exactly that, or sees the call finish and knows."""
-    if _ARMED and f"during-{program}" in _ARMED:
-        time.sleep(DURING_DELAY_S)
-        if still_running() is None:
-            hit(f"during-{program}")
+    kill half-way through gets exactly that, or sees the call finish and knows.
+
+    With the child's `pid`, dies as soon as the child has begun writing (a mkfs on a thin volume
+    can finish in less than DURING_DELAY_S: a fixed wait made the kill a matter of luck), and
+    at DURING_DELAY_S in any case if it is still running."""
+    if not (_ARMED and f"during-{program}" in _ARMED):
+        return
+    deadline = time.monotonic() + DURING_DELAY_S
+    while pid is not None and time.monotonic() < deadline:
+        if still_running() is not None:
+            return
+        if written_bytes(pid) > 0:
+            break
+        time.sleep(POLL_S)
+    else:
+        time.sleep(max(0.0, deadline - time.monotonic()))
+    if still_running() is None:
+        hit(f"during-{program}")
+
+
+def written_bytes(pid: int) -> int:
+    """What process `pid` (and the children it has reaped) sent towards storage so far; 0 when
+    the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/io") as io:
+            for line in io:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -100,7 +100,7 @@ class Runner:
             )
         except OSError as err:
             raise CommandFailed(full, 127, "", f"cannot run: {err.strerror}") from err
-        failpoints.during(os.path.basename(full[0]), proc.poll)
+        failpoints.during(os.path.basename(full[0]), proc.poll, proc.pid)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
