@@ -16,14 +16,15 @@ from .launch import LANE_CPUS, REPO, boot, in_lanes, make_disks, say
 # Their first halves leave pods running for a second boot on the same disks: one node's pool per
 # lane, so each file goes to a lane of its own (thick, then thin).
 REBOOT_FILES = ("test_reboot.py", "test_reboot_thin.py")
-# Minutes each file took in one guest running them all (junit times, 2026-12-02, virtiofs root);
-# only their proportions matter. A new file counts as DEFAULT_WEIGHT until it is measured.
+# Minutes each file took in one guest of two running side by side (junit times, 2026-12-03,
+# virtiofs root); only their proportions matter. A new file counts as DEFAULT_WEIGHT until it is
+# measured.
 FILE_MINUTES = {
-    "test_dind.py": 6.0, "test_crash.py": 5.7, "test_install.py": 3.0, "test_admin.py": 2.8,
-    "test_bad_input.py": 2.8, "test_mount.py": 2.5, "test_space.py": 5.0, "test_concurrency.py": 1.4,
-    "test_scope.py": 1.3, "test_protocol.py": 0.9, "test_metrics.py": 0.9, "test_udev.py": 0.7,
-    "test_reboot.py": 0.3, "test_vm.py": 0.1, "test_busy.py": 0.6, "test_release.py": 3.0, "test_thin.py": 8.3,
-    "test_prewarm.py": 4.3, "test_reboot_thin.py": 0.8, "test_csi.py": 2.2,
+    "test_dind.py": 11.2, "test_thin.py": 11.4, "test_crash.py": 7.8, "test_space.py": 7.7,
+    "test_prewarm.py": 5.7, "test_admin.py": 4.1, "test_install.py": 4.0, "test_mount.py": 3.7,
+    "test_bad_input.py": 3.6, "test_release.py": 2.7, "test_csi.py": 2.5, "test_concurrency.py": 2.3,
+    "test_scope.py": 1.5, "test_protocol.py": 1.4, "test_metrics.py": 1.2, "test_udev.py": 1.0,
+    "test_reboot_thin.py": 0.7, "test_busy.py": 0.6, "test_reboot.py": 0.4, "test_vm.py": 0.1,
 }
 DEFAULT_WEIGHT = 2.0
 NO_TESTS_SELECTED = 5  # pytest's exit status when a selection leaves nothing to run
