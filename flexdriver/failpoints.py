@@ -22,7 +22,7 @@ ENV = "AX_VOL_PLUGIN_FAILPOINTS"
 _ARMED = frozenset(name for name in os.environ.get(ENV, "").split(",") if name)
 # Long enough for the child to have started its real work, short enough that it has not finished.
 DURING_DELAY_S = 0.15
-POLL_S = 0.002
+POLL_S = 0.002  # how often to look for the child's first write: a mkfs writes within ms
 
 
 def hit(name: str) -> None:
@@ -42,11 +42,13 @@ def during(program: str, still_running: Callable[[], int | None], pid: int | Non
     at DURING_DELAY_S in any case if it is still running."""
     if not (_ARMED and f"during-{program}" in _ARMED):
         return
+    from .system import host  # only when armed; host imports the runner, which imports us
+
     deadline = time.monotonic() + DURING_DELAY_S
     while pid is not None and time.monotonic() < deadline:
         if still_running() is not None:
             return
-        if written_bytes(pid) > 0:
+        if host.written_bytes(pid) > 0:
             break
         time.sleep(POLL_S)
     else:
@@ -54,15 +56,3 @@ def during(program: str, still_running: Callable[[], int | None], pid: int | Non
     if still_running() is None:
         hit(f"during-{program}")
 
-
-def written_bytes(pid: int) -> int:
-    """What process `pid` (and the children it has reaped) sent towards storage so far; 0 when
-    the kernel does not say."""
-    try:
-        with open(f"/proc/{pid}/io") as io:
-            for line in io:
-                if line.startswith("write_bytes:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0

@@ -31,6 +31,18 @@ def process_identity(pid: int) -> str | None:
     return f"{boot}:{pid}:{fields[19]}"
 
 
+def written_bytes(pid: int) -> int:
+    """What process `pid` (and the children it has reaped) sent towards storage so far; 0 when
+    the kernel does not say."""
+    for line in (_read(f"/proc/{pid}/io") or "").splitlines():
+        if line.startswith("write_bytes:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return 0
+    return 0
+
+
 def is_alive(identity: str) -> bool:
     try:
         _, pid, _ = identity.split(":")

@@ -118,3 +118,16 @@ def test_blkid_error_is_a_command_failure():
     runner.reply(["blkid"], returncode=4, stderr="blkid: error: /dev/xvdz: Permission denied")
     with pytest.raises(CommandFailed, match="Permission denied"):
         host.signatures(runner, "/dev/xvdz")
+
+
+def test_written_bytes_counts_what_a_process_wrote_and_is_zero_once_it_is_gone(tmp_path):
+    child = subprocess.Popen(["sh", "-c", f"dd if=/dev/zero of={tmp_path}/out bs=64k count=4 2>/dev/null; sleep 5"])
+    try:
+        deadline = time.monotonic() + 5
+        while host.written_bytes(child.pid) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert host.written_bytes(child.pid) >= 4 * 64 * 1024
+    finally:
+        child.kill()
+        child.wait()
+    assert host.written_bytes(child.pid) == 0
