@@ -6,7 +6,7 @@
 #             extrapolated to 10,000 pods (docs/soak.md, and its section of docs/reliability.md)
 # make bench  ratios of the driver's speed to floors measured in the same run (docs/benchmarks.md)
 # make e2e    the real kubelet (built from the Go module proxy by make e2e-deps) with containerd
-#             and pods from examples/, in a VM (docs/e2e.md)
+#             and pods from examples/, in a VM; the CSI scenarios with kube-apiserver and etcd (docs/e2e.md)
 # make deps   what both need: Debian's kernel, qemu, lvm2 (with thin-provisioning-tools), xfsprogs; virtme-ng and pytest in .venv;
 #             virtiofsd built with cargo into the cache dir (outside the repo)
 
@@ -88,7 +88,8 @@ SOAK_ARGS ?=
 soak: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m tests.vm.soak_suite $(SOAK_ARGS)
 
-# kubelet and kube-apiserver at the release tests/e2e/build.py pins, into the cache dir; reused.
+# kubelet and kube-apiserver at the release tests/e2e/build.py pins (and the etcd it selects), into
+# the cache dir; reused.
 e2e-deps: $(STAMP)
 	$(PYTHON) -m tests.e2e.build
 

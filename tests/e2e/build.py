@@ -1,4 +1,4 @@
-"""Build the real kubelet and kube-apiserver from the Go module proxy, for the end-to-end suite.
+"""Build the real kubelet, kube-apiserver and etcd from the Go module proxy, for the end-to-end suite.
 
 k8s.io/kubernetes is not meant to be a dependency: its go.mod points each staging module
 (k8s.io/api, k8s.io/client-go, ...) at ./staging/src/..., which a module download does not have.
@@ -26,10 +26,17 @@ import time
 
 KUBERNETES = "v1.37.2"
 STAGING_VERSION = "v0." + KUBERNETES[len("v1."):]  # k8s.io/api etc. are tagged v0.<minor>.<patch>
-PROGRAMS = ("kubelet", "kube-apiserver")  # what `make e2e-deps` builds
-# What the suite runs today, and all that it builds when the cache lacks it (about 5 of a cold
-# build's 20 minutes are kube-apiserver's, which only the CSI front-end's scenarios will need).
-SUITE_PROGRAMS = ("kubelet",)
+# Each program's main package. etcd is the release k8s.io/kubernetes's own module graph selects
+# (the one its apiserver is built and tested against), so it adds no module of its own choosing.
+PACKAGES = {
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "etcd": "go.etcd.io/etcd/server/v3",
+}
+PROGRAMS = tuple(PACKAGES)  # what `make e2e-deps` builds
+# What the suite runs: kubelet for the FlexVolume scenarios, and the control plane the CSI
+# scenarios need (kubelet serves a CSI inline volume only for a driver its CSIDriver object names).
+SUITE_PROGRAMS = PROGRAMS
 CACHE_DIR = os.environ.get("AX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ax-vol-plugin")
 E2E_CACHE = os.path.join(CACHE_DIR, "e2e")
 BUILD_DIR = os.path.join(E2E_CACHE, f"kubernetes-{KUBERNETES}")
@@ -114,7 +121,15 @@ def _build_locked(programs: tuple) -> dict:
             raise SystemExit(f"e2e-deps: k8s.io/kubernetes@{KUBERNETES}'s go.mod replaces no staging modules: layout changed?")
         with open(os.path.join(BUILD_DIR, "go.mod"), "w") as handle:
             handle.write(go_mod(staging))
-        go("get", *(f"k8s.io/kubernetes/cmd/{p}@{KUBERNETES}" for p in programs), cwd=BUILD_DIR, log=log)
+        # k8s.io/kubernetes's packages first (kubelet's when only etcd is missing): they settle the
+        # module graph, and go.sum, that etcd's version is then read from.
+        kubernetes = [p for p in programs if PACKAGES[p].startswith("k8s.io/kubernetes/")]
+        go("get", *(f"{PACKAGES[p]}@{KUBERNETES}" for p in kubernetes or PROGRAMS[:1]), cwd=BUILD_DIR, log=log)
+        for program in programs:
+            if program not in kubernetes:  # at the version already selected: `go get` alone would upgrade it
+                module = PACKAGES[program]
+                version = _selected_version(module)
+                go("get", f"{module}@{version}", cwd=BUILD_DIR, log=log)
         figures["fetch_s"] = time.monotonic() - started
         # The programs in one go build: the packages they share (most of them) compile once,
         # and the compiler keeps both cores busy across them.
@@ -123,12 +138,28 @@ def _build_locked(programs: tuple) -> dict:
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
         go("build", "-trimpath", "-ldflags", ldflags(), "-o", partial + "/",
-           *(f"k8s.io/kubernetes/cmd/{p}" for p in programs), cwd=BUILD_DIR, log=log)
+           *(PACKAGES[p] for p in programs), cwd=BUILD_DIR, log=log)
         for program in programs:
-            os.replace(os.path.join(partial, program), binary(program))
+            os.replace(os.path.join(partial, output_name(PACKAGES[program])), binary(program))
         os.rmdir(partial)
         figures["build_s"] = time.monotonic() - started
     return figures
+
+
+def _selected_version(module: str) -> str:
+    listed = subprocess.run(["go", "list", "-m", "-f", "{{.Version}}", module], cwd=BUILD_DIR,
+                            env={**os.environ, **GO_ENV}, capture_output=True, text=True)
+    if listed.returncode != 0 or not listed.stdout.strip():
+        raise SystemExit(f"e2e-deps: {module} is not in k8s.io/kubernetes@{KUBERNETES}'s module graph: "
+                         f"{listed.stderr.strip()}")
+    return listed.stdout.strip()
+
+
+def output_name(package: str) -> str:
+    """The file `go build -o DIR/` writes for a main package: its last path element, or the one
+    before a major-version suffix (go.etcd.io/etcd/server/v3 is `server`)."""
+    parts = package.split("/")
+    return parts[-2] if len(parts) > 1 and re.fullmatch(r"v([2-9]|[1-9][0-9]+)", parts[-1]) else parts[-1]
 
 
 def size_mb(path: str) -> float:

@@ -1,21 +1,31 @@
 """A one-node cluster inside the VM: Debian's containerd, the real kubelet built by
-tests/e2e/build.py, and static pods made from the examples.
+tests/e2e/build.py, and pods made from the examples.
 
-Kubelet runs standalone (no apiserver): pods are manifests in its static pod dir, deleting a
-pod is removing its manifest, and their status comes from kubelet's own /pods endpoint, which
-reports a static pod with the status kubelet keeps for it. Everything the driver sees comes from
-kubelet itself: its plugin probing, the JSON it sends, its SetUp/TearDown, reconstruction.
+For the FlexVolume scenarios kubelet runs standalone (no apiserver): pods are manifests in its
+static pod dir, deleting a pod is removing its manifest, and their status comes from kubelet's
+own /pods endpoint, which reports a static pod with the status kubelet keeps for it. Everything
+the driver sees comes from kubelet itself: its plugin probing, the JSON it sends, its
+SetUp/TearDown, reconstruction.
+
+The CSI scenarios need more: kubelet serves an inline CSI volume only for a driver whose CSIDriver
+object says Ephemeral, and registers a node plugin in the API's CSINode. So there the node has a
+control plane of its own (ControlPlane: etcd and kube-apiserver, built by the same module, no
+scheduler or controllers): pods are created through the API with their nodeName set, as a
+scheduler would bind them, and deleted through it; the plugin itself is a static pod made from
+install/kustomize/csi's DaemonSet, as a node without a controller runs it.
 """
 
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import os
 import signal
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from typing import Callable, Dict, List, Optional
 
@@ -36,8 +46,16 @@ CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
 CNI_CONF_DIR = "/etc/cni/net.d"
 NODE_LABELS = {"ax-vol-plugin/slab-disk": "true"}  # what ci-runner-job.yaml's nodeSelector asks for
 KUBELET_PORT = 10250
+APISERVER_PORT = 6443
+ETCD_CLIENT = "http://127.0.0.1:2379"
+# The node's address, on a dummy interface: the guest has no network, and kubelet (its node's
+# status) and kube-apiserver (its advertised address) each want one that is not loopback.
+NODE_IP = "10.250.0.1"
+NODE_INTERFACE = "ax-e2e0"
+CONTROL_PLANE_DIR = f"{NODE_ROOT}/control-plane"
 # The example images, and what replaces each here (the spec's only change, with the pull policy).
 IMAGE_FOR = {"docker:27-dind": images.DIND_IMAGE, "docker:27-cli": images.CLI_IMAGE}
+CSI_PLUGIN_NAME = "ax-vol-plugin-csi"  # install/kustomize/csi's DaemonSet, here a static pod
 
 CONTAINERD_CONFIG = f"""version = 2
 root = "{CONTAINERD_ROOT}"
@@ -158,10 +176,111 @@ class Daemon:
         return text[text.rfind("\n===== "):]
 
 
+class ControlPlane:
+    """etcd and kube-apiserver for the one node, on loopback; a static token of system:masters
+    for kubelet and for the tests, authorization AlwaysAllow. Admission without ServiceAccount:
+    no controller makes the default service account or the root CA's config map that its token
+    volumes need."""
+
+    TOKEN = "ax-e2e-admin-token"
+
+    def __init__(self, results: str, etcd_binary: str, apiserver_binary: str) -> None:
+        self.results = results
+        os.makedirs(CONTROL_PLANE_DIR, exist_ok=True)
+        key, public = (os.path.join(CONTROL_PLANE_DIR, n) for n in ("service-account.key", "service-account.pub"))
+        if not os.path.exists(public):
+            run("openssl", "genrsa", "-out", key, "2048")
+            run("openssl", "rsa", "-in", key, "-pubout", "-out", public)
+        tokens = os.path.join(CONTROL_PLANE_DIR, "tokens.csv")
+        with open(tokens, "w") as handle:
+            handle.write(f'{self.TOKEN},ax-e2e-admin,ax-e2e-admin,"system:masters"\n')
+        os.chmod(tokens, 0o600)
+        self.kubeconfig = os.path.join(CONTROL_PLANE_DIR, "kubeconfig")
+        with open(self.kubeconfig, "w") as handle:
+            yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
+                "clusters": [{"name": "e2e", "cluster": {"server": f"https://127.0.0.1:{APISERVER_PORT}",
+                                                         "insecure-skip-tls-verify": True}}],
+                "users": [{"name": "e2e", "user": {"token": self.TOKEN}}],
+                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e"}}],
+            }, handle)
+        self.etcd = Daemon("etcd", [
+            etcd_binary, "--name", "e2e", "--data-dir", os.path.join(CONTROL_PLANE_DIR, "etcd"),
+            "--listen-client-urls", ETCD_CLIENT, "--advertise-client-urls", ETCD_CLIENT,
+            "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+            "--initial-cluster", "e2e=http://127.0.0.1:2380",
+            "--unsafe-no-fsync",  # a throw-away VM's store: its writes need not survive a crash
+        ], results)
+        self.apiserver = Daemon("kube-apiserver", [
+            apiserver_binary, "--etcd-servers", ETCD_CLIENT,
+            "--bind-address", "127.0.0.1", "--secure-port", str(APISERVER_PORT), "--advertise-address", NODE_IP,
+            "--endpoint-reconciler-type", "none", "--service-cluster-ip-range", "10.96.0.0/24",
+            "--cert-dir", os.path.join(CONTROL_PLANE_DIR, "apiserver-certs"),
+            "--service-account-issuer", "https://kubernetes.default.svc",
+            "--service-account-key-file", public, "--service-account-signing-key-file", key,
+            "--token-auth-file", tokens, "--authorization-mode", "AlwaysAllow",
+            "--allow-privileged=true", "--disable-admission-plugins", "ServiceAccount",
+        ], results)
+        self._context = ssl.create_default_context()
+        self._context.check_hostname = False
+        self._context.verify_mode = ssl.CERT_NONE  # its self-signed serving cert, on loopback
+
+    def start(self) -> None:
+        self.etcd.start()
+        wait_for("etcd", lambda: _http_ok(f"{ETCD_CLIENT}/health"), 120, detail=self.etcd.log)
+        self.apiserver.start()
+        wait_for("kube-apiserver", lambda: self.request("GET", "/readyz", check=False) == "ok", 300,
+                 detail=self.apiserver.log)
+
+    def stop(self) -> None:
+        self.apiserver.stop()
+        self.etcd.stop()
+
+    def request(self, method: str, path: str, body: Optional[dict] = None, check: bool = True):
+        """The API's answer: JSON decoded (text for /readyz), or None for a 404 (or any error, unchecked)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"https://127.0.0.1:{APISERVER_PORT}{path}", data=data, method=method, headers={
+            "Authorization": f"Bearer {self.TOKEN}", "Content-Type": "application/json", "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, context=self._context, timeout=60) as reply:
+                text = reply.read().decode()
+        except urllib.error.HTTPError as error:
+            if error.code == 404 and check:
+                return None
+            if check:
+                raise AssertionError(f"{method} {path}: {error.code} {error.read().decode()[-2000:]}") from None
+            return None
+        except OSError:
+            if check:
+                raise
+            return None
+        return json.loads(text) if text.startswith("{") else text
+
+    def apply(self, manifest: dict) -> dict:
+        """Create a cluster-scoped or namespaced object of the kinds the suite uses."""
+        kind = manifest["kind"]
+        if kind == "CSIDriver":
+            return self.request("POST", "/apis/storage.k8s.io/v1/csidrivers", manifest)
+        raise ValueError(f"the suite makes no {kind}")
+
+    def events(self, namespace: str, uid: str) -> List[dict]:
+        listing = self.request("GET", f"/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.uid%3D{uid}")
+        return (listing or {}).get("items") or []
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
 class Node:
-    def __init__(self, results: str, kubelet_binary: str) -> None:
+    def __init__(self, results: str, kubelet_binary: str, control_plane: Optional[ControlPlane] = None) -> None:
         self.results = results
         self.kubelet_binary = kubelet_binary
+        self.control_plane = control_plane
         os.makedirs(MANIFESTS, exist_ok=True)
         config_path = os.path.join(NODE_ROOT, "containerd.toml")
         with open(config_path, "w") as handle:
@@ -174,9 +293,10 @@ class Node:
             yaml.safe_dump(kubelet_config(), handle)
         self.containerd = Daemon("containerd", ["containerd", "--config", config_path], results)
         labels = ",".join(f"{key}={value}" for key, value in NODE_LABELS.items())
+        connected = ["--kubeconfig", control_plane.kubeconfig, "--node-ip", NODE_IP] if control_plane else []
         self.kubelet = Daemon("kubelet", [
             kubelet_binary, "--config", kubelet_config_path, "--hostname-override", NODE_NAME,
-            "--node-labels", labels, "--root-dir", KUBELET_ROOT, "-v", "3",
+            "--node-labels", labels, "--root-dir", KUBELET_ROOT, "-v", "3", *connected,
         ], results)
         self._context = ssl.create_default_context()
         self._context.check_hostname = False
@@ -219,12 +339,28 @@ class Node:
     # ---- pods --------------------------------------------------------------------------------
 
     def pods(self) -> Dict[str, dict]:
-        """Kubelet's pods by their name in the manifest (kubelet appends the node's name)."""
+        """Kubelet's pods by their name: a static pod's in its manifest (kubelet appends the
+        node's name), an API pod's own."""
         listing = json.loads(self._get("/pods"))
         suffix = f"-{NODE_NAME}"
-        return {p["metadata"]["name"][: -len(suffix)]: p for p in listing.get("items") or []}
+        return {_static_name(p, suffix): p for p in listing.get("items") or []}
 
     def create(self, pod: dict) -> str:
+        """A static pod (its manifest), or with a control plane an API pod bound to this node."""
+        if self.control_plane is not None:
+            bound = copy.deepcopy(pod)
+            bound["spec"]["nodeName"] = NODE_NAME
+            self.control_plane.request("POST", "/api/v1/namespaces/default/pods", bound)
+            return pod["metadata"]["name"]
+        return self.create_static(pod)
+
+    def delete(self, name: str) -> None:
+        if self.control_plane is not None and not os.path.exists(os.path.join(MANIFESTS, f"{name}.yaml")):
+            self.control_plane.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
+            return
+        os.unlink(os.path.join(MANIFESTS, f"{name}.yaml"))
+
+    def create_static(self, pod: dict) -> str:
         name = pod["metadata"]["name"]
         path = os.path.join(MANIFESTS, f"{name}.yaml")
         temporary = os.path.join(MANIFESTS, f".{name}.tmp")
@@ -232,9 +368,6 @@ class Node:
             yaml.safe_dump(pod, handle)
         os.replace(temporary, path)  # kubelet must never read half a manifest
         return name
-
-    def delete(self, name: str) -> None:
-        os.unlink(os.path.join(MANIFESTS, f"{name}.yaml"))
 
     def manifests(self) -> List[str]:
         return sorted(n[:-5] for n in os.listdir(MANIFESTS) if n.endswith(".yaml"))
@@ -295,15 +428,22 @@ class Node:
 
     def container_log(self, uid: str, name: str, container: str) -> str:
         """What kubelet wrote of a container's output, every restart of it."""
-        base = f"/var/log/pods/default_{name}-{NODE_NAME}_{uid}/{container}"
         text = ""
         try:
+            # NAMESPACE_NAME_UID: a static pod's name has the node's appended, an API pod's not
+            (base,) = glob.glob(f"/var/log/pods/*_{uid}/{container}") or [f"/var/log/pods/none_{uid}/{container}"]
             for entry in sorted(os.listdir(base)):
                 with open(os.path.join(base, entry), errors="replace") as handle:
                     text += handle.read()
         except OSError:
             pass
         return text
+
+
+def _static_name(pod: dict, suffix: str) -> str:
+    name = pod["metadata"]["name"]
+    is_static = (pod["metadata"].get("annotations") or {}).get("kubernetes.io/config.source", "api") != "api"
+    return name[: -len(suffix)] if is_static and name.endswith(suffix) else name
 
 
 def pod_dir(uid: str) -> str:
@@ -314,9 +454,36 @@ def volume_dir(uid: str, volume: str = "docker-graph-storage") -> str:
     return f"{pod_dir(uid)}/volumes/ax~vol_plugin/{volume}"
 
 
+def csi_target_dir(uid: str, volume: str = "docker-graph-storage") -> str:
+    """Where kubelet has a CSI inline volume mounted (NodePublishVolume's target path)."""
+    return f"{pod_dir(uid)}/volumes/kubernetes.io~csi/{volume}/mount"
+
+
 def load_example(name: str) -> dict:
     with open(os.path.join(REPO, "examples", name)) as handle:
         return yaml.safe_load(handle)
+
+
+CSI_DEPLOY = os.path.join(REPO, "install", "kustomize", "csi")
+
+
+def load_deploy(name: str) -> dict:
+    with open(os.path.join(CSI_DEPLOY, name)) as handle:
+        return yaml.safe_load(handle)
+
+
+def csi_plugin_pod() -> dict:
+    """The CSI node plugin as a static pod: install/kustomize/csi's DaemonSet's pod, in the
+    kustomization's namespace, with only its image (the local one) and pull policy changed."""
+    daemonset = load_deploy("daemonset.yaml")
+    kustomization = load_deploy("kustomization.yaml")
+    template = copy.deepcopy(daemonset["spec"]["template"])
+    for container in template["spec"]["containers"]:
+        container["image"] = images.CSI_PLUGIN_IMAGE
+        container["imagePullPolicy"] = "Never"
+    metadata = {"name": daemonset["metadata"]["name"], "namespace": kustomization["namespace"],
+                "labels": {**template["metadata"].get("labels", {}), **kustomization.get("commonLabels", {})}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
 
 
 def pod_from_example(example: str, name: str) -> dict:

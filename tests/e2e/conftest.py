@@ -33,20 +33,39 @@ def prepare_node(manifest: dict) -> cluster.Node:
     guest.check_devices(manifest, (SCRATCH, NODE_DISK))
     for module in MODULES:
         subprocess.run(["modprobe", module], capture_output=True)
+    connected = os.environ.get("AX_E2E_CONTROL_PLANE") == "1"  # the CSI boot (tests/vm/e2e_suite.py)
+    if connected:
+        # What systemd makes of every real node's mounts, and the guest's init does not: shared
+        # propagation, which the CSI plugin's Bidirectional mount of the kubelet dir needs of
+        # its source (containerd refuses "not a shared mount" otherwise).
+        _sh("mount", "--make-rshared", "/")
     first_boot = subprocess.run(["blkid", "-p", NODE_DISK], capture_output=True).returncode == 2
     if first_boot:
         _sh("mkfs.ext4", "-q", NODE_DISK)
     os.makedirs(cluster.NODE_ROOT, exist_ok=True)
     _sh("mount", NODE_DISK, cluster.NODE_ROOT)
+    if connected:
+        # Kubelet's dir is a bind of a dir on the node disk: a peer of the disk's mount, if that
+        # were shared, and every pod's volume would be mounted twice, there too.
+        _sh("mount", "--make-private", cluster.NODE_ROOT)
     for sub, point in (("kubelet", cluster.KUBELET_ROOT),):
         os.makedirs(os.path.join(cluster.NODE_ROOT, sub), exist_ok=True)
         os.makedirs(point, exist_ok=True)
         _sh("mount", "--bind", os.path.join(cluster.NODE_ROOT, sub), point)
+        if connected:
+            _sh("mount", "--make-shared", point)
     os.makedirs(os.path.dirname(CONFIG_PATH), exist_ok=True)
     with open(CONFIG_PATH, "w") as handle:
         handle.write(f"[vol_plugin]\ndevice = {SCRATCH}\n")
     _sh(f"{cluster.REPO}/install/install.sh", "--plugin-dir", cluster.PLUGIN_DIR, "--driver", f"{cluster.REPO}/dist/vol_plugin")
-    node = cluster.Node(manifest["results"], os.environ["AX_E2E_KUBELET"])
+    control_plane = None
+    if connected:
+        _sh("ip", "link", "add", cluster.NODE_INTERFACE, "type", "dummy")
+        _sh("ip", "addr", "add", f"{cluster.NODE_IP}/32", "dev", cluster.NODE_INTERFACE)
+        _sh("ip", "link", "set", cluster.NODE_INTERFACE, "up")
+        control_plane = cluster.ControlPlane(manifest["results"], os.environ["AX_E2E_ETCD"], os.environ["AX_E2E_APISERVER"])
+        control_plane.start()
+    node = cluster.Node(manifest["results"], os.environ["AX_E2E_KUBELET"], control_plane)
     node.start_containerd()
     node.import_images(json.loads(os.environ["AX_E2E_IMAGES"]))
     node.start_kubelet()
@@ -64,11 +83,14 @@ def node():
     if os.environ.get("AX_E2E_LEAVE_RUNNING") != "1":
         the_node.kubelet.stop()
         the_node.containerd.stop()
+        if the_node.control_plane is not None:
+            the_node.control_plane.stop()
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "reboot_before: first half of a reboot scenario (runs last)")
     config.addinivalue_line("markers", "after_reboot: runs in the second boot, on the same disks")
+    config.addinivalue_line("markers", "csi: runs in the CSI boot, whose node has a control plane")
 
 
 def pytest_collection_modifyitems(config, items):

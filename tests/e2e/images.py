@@ -24,6 +24,7 @@ REGISTRY = "ax-e2e.local"  # a name no registry answers: a missing image can onl
 PAUSE_IMAGE = f"{REGISTRY}/pause:1"
 DIND_IMAGE = f"{REGISTRY}/dind:1"
 CLI_IMAGE = f"{REGISTRY}/docker-cli:1"
+CSI_PLUGIN_IMAGE = f"{REGISTRY}/vol-plugin-csi:1"
 # What the examples' build containers run inside the pod's dockerd: the name they ask for, so the
 # example command runs as written; loaded into the pod's daemon by the test, as a pull would.
 JOB_IMAGE = "alpine:3.20"
@@ -65,6 +66,8 @@ stop() {
 trap stop TERM INT
 wait "$dockerd_pid"
 """
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
@@ -227,9 +230,136 @@ def job_image(path: str, payload_mb: int = 64, name: str = JOB_IMAGE) -> str:
         os.unlink(payload)
 
 
-BUILDERS = {"pause": pause_image, "dind": dind_image, "docker-cli": cli_image, "job": job_image}
+# ---- the CSI node plugin's image ------------------------------------------------------------
+# What packaging/Containerfile.csi builds from a registry's python:3.11-slim-bookworm, made here
+# from this Debian 12 machine's own files: its Python 3.11 and stdlib, the tools the driver runs
+# (LVM with thin-provisioning-tools, e2fsprogs, xfsprogs, util-linux) with their libraries, the
+# grpcio and protobuf the tests run with, the generated CSI modules, the driver's package, and
+# LVM configured as the Containerfile configures it (packaging/lvmlocal-csi.conf).
+PLUGIN_PYTHON = "/usr/bin/python3.11"
+PLUGIN_STDLIB = "/usr/lib/python3.11"
+STDLIB_LEFT_OUT = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "unittest")
+PLUGIN_SITE = "/usr/local/lib/python3.11/dist-packages"  # on Debian's python's own sys.path
+PLUGIN_HOME = "/opt/ax-vol-plugin"
+PLUGIN_PROGRAMS = (
+    "/usr/sbin/lvm", "/usr/sbin/lvs", "/usr/sbin/vgs", "/usr/sbin/pvs", "/usr/sbin/vgcreate", "/usr/sbin/lvcreate",
+    "/usr/sbin/lvchange", "/usr/sbin/lvremove", "/usr/sbin/dmsetup",
+    "/usr/sbin/thin_check", "/usr/sbin/thin_repair", "/usr/sbin/thin_dump", "/usr/sbin/thin_restore",
+    "/usr/sbin/mke2fs", "/usr/sbin/mkfs.ext4", "/usr/sbin/e2fsck", "/usr/sbin/tune2fs",
+    "/usr/sbin/mkfs.xfs", "/usr/sbin/xfs_admin", "/usr/sbin/xfs_db", "/usr/sbin/xfs_repair",
+    "/usr/bin/mount", "/usr/bin/umount", "/usr/sbin/blkid", "/usr/bin/setpriv", "/usr/sbin/fstrim",
+    "/usr/bin/sync", "/usr/sbin/modprobe", "/usr/bin/dash", "/usr/bin/expr",
+)
+PLUGIN_FILES = ("/etc/lvm/lvm.conf", "/etc/mke2fs.conf")
+# Debian 12 has merged /usr: what its programs and ldd name under /bin, /sbin, /lib, /lib64 is here.
+MERGED = {"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64"}
+
+
+def _canonical(path: str) -> str:
+    """`path` with its dir resolved (/lib/x/libc.so.6 is /usr/lib/x/libc.so.6), its name kept."""
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def _is_elf(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"\x7fELF"
+
+
+def _add_program(layer: Layer, path: str) -> None:
+    """A program at its canonical path: a link as a link (and what it names), a file with the
+    libraries it loads."""
+    where = _canonical(path)
+    if os.path.islink(path):
+        target = os.readlink(path)
+        layer.link(where, target)
+        _add_program(layer, os.path.join(os.path.dirname(where), target) if not target.startswith("/") else target)
+        return
+    layer.copy(path, where)
+    if _is_elf(path):
+        _add_libraries(layer, path)
+
+
+def _add_libraries(layer: Layer, path: str) -> None:
+    for library in shared_libraries(path):
+        layer.copy(library, _canonical(library), 0o755)
+
+
+def _add_tree(layer: Layer, source: str, target: str, left_out: Iterable[str] = ()) -> None:
+    """A dir's files (links kept) but the subdirs named in `left_out`, at any depth, with the
+    libraries its shared objects load."""
+    left_out = set(left_out)
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in left_out)
+        for name in sorted(names):
+            host_path = os.path.join(root, name)
+            path = os.path.join(target, os.path.relpath(host_path, source))
+            if os.path.islink(host_path):
+                layer.link(path, os.readlink(host_path))
+                continue
+            layer.copy(host_path, path, os.stat(host_path).st_mode & 0o755 | 0o644)
+            if name.endswith(".so") or ".so." in name:
+                _add_libraries(layer, host_path)
+
+
+# The plugin's runtime distributions (requirements-csi.txt less grpcio-tools, a build tool), and
+# with them whatever they require unconditionally, as installed here.
+PLUGIN_DISTRIBUTIONS = ("grpcio", "protobuf")
+
+
+def _add_distributions(layer: Layer, names: Iterable[str], target: str) -> None:
+    import importlib.metadata
+    import re as regex
+
+    seen, todo = set(), list(names)
+    while todo:
+        name = regex.sub(r"[-_.]+", "_", todo.pop()).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        distribution = importlib.metadata.distribution(name)
+        for requirement in distribution.requires or ():
+            if ";" not in requirement:  # extras and markers: not what the plugin runs
+                todo.append(regex.match(r"[A-Za-z0-9_.-]+", requirement).group(0))
+        for file in distribution.files:
+            host_path = str(distribution.locate_file(file))
+            if "__pycache__" in file.parts or file.parts[0].endswith(".dist-info") and file.name == "RECORD":
+                continue
+            if os.path.isfile(host_path):
+                layer.copy(host_path, os.path.join(target, *file.parts), 0o755 if os.access(host_path, os.X_OK) else 0o644)
+                if file.name.endswith(".so"):
+                    _add_libraries(layer, host_path)
+
+
+def csi_plugin_image(path: str) -> str:
+    from flexdriver.csi import API_PACKAGE, default_api_dir
+
+    layer = Layer()
+    for link, target in MERGED.items():
+        layer.link(link, target)
+    for directory in ("/tmp", "/run", "/run/lock", "/var", "/var/log", "/etc", "/proc", "/sys", "/dev", "/root"):
+        layer.directory(directory, 0o1777 if directory == "/tmp" else 0o755)
+    layer.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+    layer.write("/etc/group", "root:x:0:\n")
+    layer.link("/bin/sh", "dash")
+    layer.link("/usr/bin/python3", "python3.11")
+    _add_program(layer, PLUGIN_PYTHON)
+    _add_tree(layer, PLUGIN_STDLIB, PLUGIN_STDLIB, STDLIB_LEFT_OUT)
+    for program in PLUGIN_PROGRAMS:
+        _add_program(layer, program)
+    for name in PLUGIN_FILES:
+        layer.copy(name, name, 0o644)
+    layer.copy(os.path.join(REPO, "packaging", "lvmlocal-csi.conf"), "/etc/lvm/lvmlocal.conf", 0o644)
+    _add_distributions(layer, PLUGIN_DISTRIBUTIONS, PLUGIN_SITE)
+    _add_tree(layer, os.path.join(default_api_dir(), API_PACKAGE), os.path.join(PLUGIN_SITE, API_PACKAGE), ("__pycache__",))
+    _add_tree(layer, os.path.join(REPO, "flexdriver"), os.path.join(PLUGIN_HOME, "flexdriver"), ("__pycache__",))
+    env = (PATH_ENV, f"PYTHONPATH={PLUGIN_HOME}", "PYTHONDONTWRITEBYTECODE=1")
+    return write_archive(path, CSI_PLUGIN_IMAGE, layer, entrypoint=["/usr/bin/python3", "-m", "flexdriver.csi"], env=env)
+
+
+BUILDERS = {"pause": pause_image, "dind": dind_image, "docker-cli": cli_image, "job": job_image,
+            "csi-plugin": csi_plugin_image}
 # The tarballs kubelet's containerd imports, by their image names (the job's goes into pods' dockerds).
-CONTAINERD_IMAGES = {"pause": PAUSE_IMAGE, "dind": DIND_IMAGE, "docker-cli": CLI_IMAGE}
+CONTAINERD_IMAGES = {"pause": PAUSE_IMAGE, "dind": DIND_IMAGE, "docker-cli": CLI_IMAGE, "csi-plugin": CSI_PLUGIN_IMAGE}
 
 
 def build_all(directory: str) -> Dict[str, str]:

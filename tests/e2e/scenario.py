@@ -11,7 +11,7 @@ from typing import Optional
 
 from tests.realkernel import node as pool
 
-from .cluster import Node, volume_dir, wait_for
+from .cluster import Node, pod_dir, wait_for
 
 
 @dataclasses.dataclass
@@ -44,10 +44,29 @@ def start(node: Node, pod: Optional[dict], daemon: bool = True, timeout_s: float
 
 
 def slab_of(pod: RunningPod) -> str:
+    """The one slab mounted in the pod's volume dirs: its FlexVolume dir (volume_dir), or its CSI
+    volume's target dir (csi_target_dir)."""
     mounted = pool.slab_mounts()
-    where = volume_dir(pod.uid)
-    assert where in mounted, f"no slab mounted on {where}: {mounted}"
-    return mounted[where]
+    prefix = pod_dir(pod.uid) + "/volumes/"
+    found = sorted({slab for where, slab in mounted.items() if where.startswith(prefix)})
+    assert len(found) == 1, f"not one slab mounted under {prefix}: {found}; mounts: {mounted}"
+    return found[0]
+
+
+def mark(pod: RunningPod, where: str) -> None:
+    """Leave the pod's uid in its volume (mounted on `where`), for `unchanged` to find."""
+    with open(os.path.join(where, "marker"), "w") as handle:
+        handle.write(pod.uid)
+
+
+def unchanged(node: Node, pod: RunningPod, slab: str, where: str) -> None:
+    """The pod runs as before: same uid, same slab, its data (`mark`) and its dockerd."""
+    node.wait_running(pod.name, ("dind",))
+    assert node.uid(pod.name) == pod.uid
+    assert slab_of(pod) == slab
+    with open(os.path.join(where, "marker")) as handle:
+        assert handle.read() == pod.uid
+    assert node.pod_docker(pod.uid, "version", check=False).returncode == 0, f"the dockerd of {pod.name} did not survive"
 
 
 def load_job_image(node: Node, pod: RunningPod) -> None:

@@ -15,7 +15,7 @@ import pytest
 from tests.realkernel import node as pool
 
 from .cluster import PLUGIN_DIR, REPO, pod_from_example, volume_dir, wait_for
-from .scenario import delete_and_wait, driver_calls, slab_of, start
+from .scenario import delete_and_wait, driver_calls, mark, slab_of, start, unchanged
 
 KEEPER = "dind-keeper"  # runs through every test of this file
 PAIR = ("dind-pair-0", "dind-pair-1")  # deleted while kubelet is down
@@ -27,19 +27,12 @@ def pods(node):
         running = list(workers.map(lambda name: start(node, pod_from_example("dind-pod.yaml", name)), (KEEPER, *PAIR)))
     by_name = {pod.name: pod for pod in running}
     for pod in running:
-        with open(os.path.join(volume_dir(pod.uid), "marker"), "w") as handle:
-            handle.write(pod.uid)
+        mark(pod, volume_dir(pod.uid))
     return by_name
 
 
 def _unchanged(node, pod, slab: str) -> None:
-    """The pod runs as before: same uid, same slab, its data and its dockerd."""
-    node.wait_running(pod.name, ("dind",))
-    assert node.uid(pod.name) == pod.uid
-    assert slab_of(pod) == slab
-    with open(os.path.join(volume_dir(pod.uid), "marker")) as handle:
-        assert handle.read() == pod.uid
-    assert node.pod_docker(pod.uid, "version", check=False).returncode == 0, f"the dockerd of {pod.name} did not survive"
+    unchanged(node, pod, slab, volume_dir(pod.uid))
 
 
 @contextlib.contextmanager

@@ -29,6 +29,14 @@ DISKS_MB = {
 }
 MEMORY = "6G"
 CPUS = 2
+# The guests, each a pytest selection in tests/e2e: the FlexVolume scenarios on a standalone
+# kubelet, the reboot's second half on the same disks, then the CSI scenarios (test names with
+# `csi`) on blank disks with a control plane of their own (tests/e2e/cluster.py's ControlPlane).
+BOOTS = (
+    ("boot1", "not after_reboot and not csi", False),
+    ("boot2", "after_reboot and not csi", False),
+    ("csi", "csi", True),
+)
 
 
 def _read_json(path: str) -> dict:
@@ -46,14 +54,19 @@ def main(argv) -> int:
     started = time.monotonic()
     workdir = os.path.join(REPO, ".vm", f"e2e-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(workdir)
-    disks = make_disks(workdir, DISKS_MB)
-    env = {"AX_E2E_KUBELET": build.binary("kubelet"), "AX_E2E_IMAGES": json.dumps(tarballs)}
+    env = {"AX_E2E_KUBELET": build.binary("kubelet"), "AX_E2E_IMAGES": json.dumps(tarballs),
+           "AX_E2E_ETCD": build.binary("etcd"), "AX_E2E_APISERVER": build.binary("kube-apiserver")}
     bad = False
     totals = [0, 0]
-    for name, selection in (("boot1", "not after_reboot"), ("boot2", "after_reboot")):
+    disks = {}
+    for name, selection, control_plane in BOOTS:
+        if name != "boot2":  # the reboot scenario's second half boots on the first's disks
+            for image in disks.values():
+                os.unlink(image)
+            disks = make_disks(workdir, DISKS_MB)
         say(f"=== e2e: {name} ({selection}) ===")
         rc = boot(pytest_in_guest(workdir, name, selection, ["tests/e2e"], argv), workdir, disks,
-                  memory=MEMORY, cpus=CPUS, env=env)
+                  memory=MEMORY, cpus=CPUS, env={**env, "AX_E2E_CONTROL_PLANE": "1" if control_plane else "0"})
         if rc == NO_TESTS_SELECTED:
             rc = 0  # a -k selection with nothing in this boot
         passed, failed, _ = counts(os.path.join(workdir, f"{name}.xml"))

@@ -128,10 +128,16 @@ def _present(*programs: str) -> None:
 
 
 def test_only_the_programs_missing_from_the_cache_are_built(build_dir):
-    _present("kubelet")
-    assert build.build(build.SUITE_PROGRAMS) == {} and build_dir == []
+    _present("kubelet", "etcd")
+    assert build.build(("kubelet", "etcd")) == {} and build_dir == []
     assert build.build(build.PROGRAMS) == {"build_s": 1.0}
     assert build_dir == [("kube-apiserver",)]
+
+
+def test_a_main_package_is_built_to_the_name_go_build_gives_it():
+    assert build.output_name(build.PACKAGES["kubelet"]) == "kubelet"
+    assert build.output_name(build.PACKAGES["etcd"]) == "server"  # go.etcd.io/etcd/server/v3
+    assert build.output_name("example.com/tool/v10") == "tool" and build.output_name("example.com/v1") == "v1"
 
 
 def test_the_suite_selection_is_what_the_suite_runs_and_unknown_programs_are_refused(build_dir):
@@ -153,3 +159,38 @@ def test_a_second_build_waits_for_the_one_running_then_finds_its_binaries(build_
         _present(*build.SUITE_PROGRAMS)  # what the first build leaves
     second.join(10)
     assert results == [{}] and build_dir == []
+
+
+def test_the_csi_plugin_pod_is_the_daemonsets_with_only_its_image_and_pull_policy_changed():
+    daemonset = cluster.load_deploy("daemonset.yaml")
+    template = daemonset["spec"]["template"]
+    pod = cluster.csi_plugin_pod()
+    assert pod["metadata"]["name"] == cluster.CSI_PLUGIN_NAME == daemonset["metadata"]["name"]
+    assert pod["metadata"]["namespace"] == cluster.load_deploy("kustomization.yaml")["namespace"]
+    (made,), (original,) = pod["spec"]["containers"], template["spec"]["containers"]
+    assert (made["image"], made["imagePullPolicy"]) == (images.CSI_PLUGIN_IMAGE, "Never")
+    assert {k: v for k, v in made.items() if k not in ("image", "imagePullPolicy")} == \
+        {k: v for k, v in original.items() if k not in ("image", "imagePullPolicy")}
+    assert {k: v for k, v in pod["spec"].items() if k != "containers"} == \
+        {k: v for k, v in template["spec"].items() if k != "containers"}
+
+
+def test_the_csi_plugin_image_brings_python_the_driver_lvm_and_its_udev_less_config(tmp_path):
+    members = _members(images.csi_plugin_image(str(tmp_path / "csi.tar")))
+    (manifest,) = json.loads(members["manifest.json"])
+    config = json.loads(members[manifest["Config"]])["config"]
+    assert config["Entrypoint"] == ["/usr/bin/python3", "-m", "flexdriver.csi"]
+    assert f"PYTHONPATH={images.PLUGIN_HOME}" in config["Env"]
+    with tarfile.open(fileobj=io.BytesIO(members[manifest["Layers"][0]])) as layer:
+        names = set(layer.getnames())
+        assert layer.getmember("sbin").issym() and layer.getmember("usr/sbin/lvs").issym()
+        with open(os.path.join(cluster.REPO, "packaging", "lvmlocal-csi.conf"), "rb") as handle:
+            assert layer.extractfile("etc/lvm/lvmlocal.conf").read() == handle.read()
+    site = images.PLUGIN_SITE.strip("/")
+    for name in ("usr/bin/python3.11", "usr/sbin/lvm", "usr/sbin/mkfs.xfs", "usr/sbin/mke2fs", "usr/sbin/pdata_tools",
+                 "usr/bin/setpriv", "usr/lib/python3.11/json/__init__.py", f"{site}/grpc/__init__.py",
+                 f"{site}/google/protobuf/__init__.py", f"{site}/typing_extensions.py", f"{site}/ax_csi_api/csi_pb2.py",
+                 "opt/ax-vol-plugin/flexdriver/csi/server.py"):
+        assert name in names, f"{name} is not in the plugin's image"
+    assert not any(n.startswith("usr/lib/python3.11/test/") for n in names)
+    assert any(os.path.basename(n).startswith("libdevmapper") for n in names)
