@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ VG = node.VOLUME_GROUP
 PYTHON_FLOOR = ["python3", "-I", "-S", "-c", "pass"]
 ANONYMOUS = "ax-anonymous"
 QUICK = os.environ.get("BENCH_QUICK") == "1"  # a smoke run of the bench itself: fewer, smaller
-REPS = {"init": 20, "warm": 6, "cold": 2, "scale": 3, "parallel": 3, "dind": 2}
+REPS = {"init": 20, "warm": 6, "cold": 2, "scale": 3, "parallel": 3, "dind": 2, "csi": 10}
 if QUICK:
     REPS = {key: min(value, 2) for key, value in REPS.items()}
 WARM_MB = 1024
@@ -247,6 +248,49 @@ def bench_warm(kubelet: Kubelet, results: dict) -> None:
     profile_call(["unmount", pod.dir], "keep-unmount, 1 slab", results)
     os.rmdir(pod.dir)
     kubelet.delete_pod(pod)
+
+
+# ---- 2b. warm NodePublishVolume: the resident CSI plugin ---------------------------------------
+
+
+def bench_csi(kubelet: Kubelet, results: dict) -> None:
+    """The CSI node plugin (one process, its lvm shell open, the pool kept) publishing and
+    unpublishing a warm slab, called over its socket as kubelet calls it (tests/realkernel/csi.py):
+    against a bare mount and umount of the same LV, taken alternately, and against the FlexVolume
+    driver's warm mount of this run (warm section), which pays an interpreter's start per call."""
+    from tests.realkernel.csi import CSIKubelet, CSIPod, Plugin
+
+    plugin = Plugin()
+    plugin.start()
+    try:
+        csi = CSIKubelet()
+        csi.register()
+        attributes = (("size_mb", str(WARM_MB)),)
+        first = CSIPod(attributes=attributes)
+        assert csi.publish(first).ok and csi.unpublish(first).ok
+        (slab,) = [s for s in node.slabs().values() if s.tags.get("ax.size_mb") == str(WARM_MB)]
+        publish, unpublish, floor_m, floor_u = [], [], [], []
+        for _ in range(REPS["csi"]):
+            pod = CSIPod(attributes=attributes)
+            published = csi.publish(pod)
+            assert published.ok and node.slab_mounts().get(pod.dir) == slab.name, (published, node.slab_mounts())
+            unpublished = csi.unpublish(pod)
+            assert unpublished.ok, unpublished
+            shutil.rmtree(pod.pod_dir)
+            point = tempfile.mkdtemp(prefix="bench-floor-")
+            floor_m.append(timed(["mount", "-t", "ext4", "-o", "rw,noatime", slab.device, point]))
+            floor_u.append(timed(["umount", point]))
+            os.rmdir(point)
+            publish.append(published.seconds)
+            unpublish.append(unpublished.seconds)
+    finally:
+        plugin.stop()
+    results["figures"].append(figure("warm NodePublishVolume (CSI)", publish, floor_m, 1.5, "bare mount of the same LV"))
+    results["figures"].append(figure("keep NodeUnpublishVolume (CSI)", unpublish, floor_u, 1.5, "bare umount of the same LV"))
+    flex = results["samples"].get("thick warm mount")
+    if flex:  # the warm section ran: a resident plugin must beat a process per call
+        results["figures"].append(figure("warm NodePublishVolume against FlexVolume", publish, flex, 1.0,
+                                         "FlexVolume warm mount (this run's warm section)", paired=False))
 
 
 # ---- 3. cold mount of a 10 GiB slab ----------------------------------------------------------
@@ -561,7 +605,7 @@ def main() -> int:
     results = {"figures": [], "commands": {}, "profiles": {}, "environment": environment(), "quick": QUICK, "timings": {},
                "gains": [], "baseline": BASELINE_NAME if BASELINE else "", "samples": {}, "bursts": []}
     out = os.path.join(manifest["results"], "bench.json")
-    sections = [("init", bench_init), ("warm", bench_warm), ("cold", bench_cold), ("scale", bench_scale),
+    sections = [("init", bench_init), ("warm", bench_warm), ("csi", bench_csi), ("cold", bench_cold), ("scale", bench_scale),
                 ("parallel", bench_parallel), ("dind", bench_dind), ("thin", bench_thin)]
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     for name, section in sections:

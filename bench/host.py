@@ -154,7 +154,7 @@ def write_docs(section: str) -> None:
 def main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer repetitions, smaller slabs")
-    parser.add_argument("--only", default="", help="comma-separated guest sections (init,warm,cold,scale,parallel,dind,thin)")
+    parser.add_argument("--only", default="", help="comma-separated guest sections (init,warm,csi,cold,scale,parallel,dind,thin)")
     parser.add_argument("--no-docs", action="store_true", help="print the table only")
     parser.add_argument("--baseline", default="af74e4c",
                         help="git revision whose driver is measured beside this one (before/after); '' for none")
