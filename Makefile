@@ -93,7 +93,7 @@ soak: $(STAMP) $(VIRTIOFSD_STAMP) build
 e2e-deps: $(STAMP)
 	$(PYTHON) -m tests.e2e.build
 
-e2e: $(STAMP) $(VIRTIOFSD_STAMP) build e2e-deps
+e2e: $(STAMP) $(VIRTIOFSD_STAMP) build csi-api e2e-deps
 	$(PYTHON) -m tests.vm.e2e_suite
 
 test: deps
@@ -102,7 +102,7 @@ test: deps
 demo: $(STAMP) $(VIRTIOFSD_STAMP) build
 	$(PYTHON) -m demo.run
 
-bench: $(STAMP) $(VIRTIOFSD_STAMP) build
+bench: $(STAMP) $(VIRTIOFSD_STAMP) build csi-api
 	$(PYTHON) -m bench.host
 
 clean:
