@@ -247,7 +247,7 @@ def test_csi_pods_deleted_while_the_plugin_was_down_are_released_when_it_returns
         any(p.uid in line and UNREGISTERED in line for line in node.kubelet.log(tail=1 << 30).splitlines()) for p in pods),
         300, every_s=2, detail=lambda: node.kubelet.log()[-3000:])
     assert all(os.path.ismount(csi_target_dir(p.uid)) for p in pods)
-    assert os.path.exists(os.path.join(MANIFESTS, f"{CSI_PLUGIN_NAME}.yaml")) is False
+    assert not os.path.exists(os.path.join(MANIFESTS, f"{CSI_PLUGIN_NAME}.yaml"))
     start_plugin(node)
     for pod in pods:
         node.wait_gone(pod.name, pod.uid)
