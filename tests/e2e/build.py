@@ -124,7 +124,7 @@ def _build_locked(programs: tuple) -> dict:
         # k8s.io/kubernetes's packages first (kubelet's when only etcd is missing): they settle the
         # module graph, and go.sum, that etcd's version is then read from.
         kubernetes = [p for p in programs if PACKAGES[p].startswith("k8s.io/kubernetes/")]
-        go("get", *(f"{PACKAGES[p]}@{KUBERNETES}" for p in kubernetes or PROGRAMS[:1]), cwd=BUILD_DIR, log=log)
+        go("get", *(f"{PACKAGES[p]}@{KUBERNETES}" for p in kubernetes or ["kubelet"]), cwd=BUILD_DIR, log=log)
         for program in programs:
             if program not in kubernetes:  # at the version already selected: `go get` alone would upgrade it
                 module = PACKAGES[program]

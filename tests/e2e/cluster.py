@@ -33,7 +33,7 @@ import yaml
 
 from . import images
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = images.REPO
 NODE_NAME = "e2e-node"
 # Everything that must outlive a reboot is on the node disk: kubelet's dir (pods' volume dirs),
 # containerd's images and snapshots, and the static pod manifests (the pods "the API" wants).
@@ -340,8 +340,7 @@ class Node:
         """Kubelet's pods by their name: a static pod's in its manifest (kubelet appends the
         node's name), an API pod's own."""
         listing = json.loads(self._get("/pods"))
-        suffix = f"-{NODE_NAME}"
-        return {_static_name(p, suffix): p for p in listing.get("items") or []}
+        return {_static_name(p): p for p in listing.get("items") or []}
 
     def create(self, pod: dict) -> str:
         """A static pod (its manifest), or with a control plane an API pod bound to this node."""
@@ -438,8 +437,8 @@ class Node:
         return text
 
 
-def _static_name(pod: dict, suffix: str) -> str:
-    name = pod["metadata"]["name"]
+def _static_name(pod: dict) -> str:
+    name, suffix = pod["metadata"]["name"], f"-{NODE_NAME}"
     is_static = (pod["metadata"].get("annotations") or {}).get("kubernetes.io/config.source", "api") != "api"
     return name[: -len(suffix)] if is_static and name.endswith(suffix) else name
 

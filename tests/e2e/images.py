@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -67,7 +69,7 @@ trap stop TERM INT
 wait "$dockerd_pid"
 """
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 
 PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
@@ -307,19 +309,16 @@ PLUGIN_DISTRIBUTIONS = ("grpcio", "protobuf")
 
 
 def _add_distributions(layer: Layer, names: Iterable[str], target: str) -> None:
-    import importlib.metadata
-    import re as regex
-
     seen, todo = set(), list(names)
     while todo:
-        name = regex.sub(r"[-_.]+", "_", todo.pop()).lower()
+        name = re.sub(r"[-_.]+", "_", todo.pop()).lower()
         if name in seen:
             continue
         seen.add(name)
         distribution = importlib.metadata.distribution(name)
         for requirement in distribution.requires or ():
             if ";" not in requirement:  # extras and markers: not what the plugin runs
-                todo.append(regex.match(r"[A-Za-z0-9_.-]+", requirement).group(0))
+                todo.append(re.match(r"[A-Za-z0-9_.-]+", requirement).group(0))
         for file in distribution.files:
             host_path = str(distribution.locate_file(file))
             if "__pycache__" in file.parts or file.parts[0].endswith(".dist-info") and file.name == "RECORD":
