@@ -5,6 +5,11 @@ started by the runner whatever it is (a test's runner answers the shell's lines 
 unit tests take the path nodes take): one LVM process per mount instead of two or three. What the
 shell cannot settle (an empty report, tags that did not come back as asked, a shell that cannot
 start or dies) is decided by the single commands, as before.
+
+The shell gives no exit status, so a change's outcome comes from LVM's own words: the line it
+prints once the change is committed (`Logical volume VG/LV changed.`, `Logical volume "LV"
+created.`) with nothing at all on stderr. Anything else (a warning, an error, no line) is settled
+by reading the LV back, as LVM may print that line for a change it made only in part.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ SHELL_REPORT = ["--noheadings", "--units", "b", "--nosuffix", "--separator", SEP
 # so the lvm shell takes it as the single commands do (LVM applies a shell command's --config to
 # that command alone).
 BOUNDED_ARCHIVE = ["--config", "backup/retain_days=0"]
+# A change in the shell that LVM's own words settled: no read-back was needed.
+CONFIRMED = object()
 
 
 @record
@@ -201,13 +208,17 @@ class LVM:
         if not self._create_in_shell(argv, name, set(tags)):
             self.runner.run(argv, timeout=self.timeout_s)
 
-    def _run_and_read_back(self, argv: list[str], target: str, fields: str):
-        """Run a change in the shell, then read `fields` of `target` back in it: (change, read-back);
-        None when the shell could not run the change; read-back None when the shell went away after."""
+    def _run_and_read_back(self, argv: list[str], target: str, fields: str, done_line: str):
+        """Run a change in the shell, then, unless LVM confirmed it (`done_line` on stdout and an
+        empty stderr: see the module's docstring), read `fields` of `target` back in it:
+        (change, read-back), the read-back "confirmed" when LVM's words settled it; None when the
+        shell could not run the change; read-back None when the shell went away after."""
         try:
             change = self.shell.run(argv)
         except ShellUnavailable:
             return None
+        if not change.stderr and done_line in (line.strip() for line in change.stdout.splitlines()):
+            return change, CONFIRMED
         try:
             return change, self.shell.run(["lvs", *SHELL_REPORT, "-o", fields, target])
         except ShellUnavailable:
@@ -220,10 +231,12 @@ class LVM:
         created by this call, is reclaimed like any a dead call left); raises when the shell
         ran the command and the LV is not there as asked."""
         target = f"{self.vg}/{name}"
-        done = self._run_and_read_back(argv, target, "lv_active,lv_tags")
+        done = self._run_and_read_back(argv, target, "lv_active,lv_tags", f'Logical volume "{name}" created.')
         if done is None or done[1] is None:
             return False
         change, check = done
+        if check is CONFIRMED:
+            return True
         row = check.report.strip()
         if row:
             active, _, listed = row.partition(SEPARATOR)
@@ -250,10 +263,12 @@ class LVM:
         """True when the shell made the change, as the LV's tags read back afterwards show.
         False when it did nothing (the single command runs instead); raises when it ran the
         change and the tags did not come back as asked."""
-        done = self._run_and_read_back(argv, target, "lv_tags")
+        done = self._run_and_read_back(argv, target, "lv_tags", f"Logical volume {target} changed.")
         if done is None:
             return False
         change, check = done
+        if check is CONFIRMED:
+            return True
         if check is not None and check.report.strip():
             tags = set(check.report.strip().split(","))
             if add <= tags and not (delete - add) & tags:

@@ -69,6 +69,10 @@ class SimulatedNode:
         self.shell_starts = True  # False: `lvm` cannot start as a shell, so every command is a single one
         self.shell_exits_after = None  # a program after which the shell exits, its command done but not ended
         self.shell_silent: set = set()  # programs the shell takes without doing them or saying why
+        # program -> a line the shell also prints on stderr for it, the command done as it says
+        self.shell_warns: dict = {}
+        # lvchange in the shell deletes the tags asked, adds none, and says both "changed" and why
+        self.shell_half_done = False
         self.failing: set = set()
         self.waited: list = []  # device nodes the driver waited for before mkfs or mount
         self.failing_mounts: set = set()  # devices whose mount fails (a broken filesystem)
@@ -145,10 +149,14 @@ class SimulatedNode:
         if program in self.failing:
             error = f"{program}: simulated failure"
         elif program not in self.shell_silent:
+            if program == "lvchange" and self.shell_half_done:
+                argv = [arg for i, arg in enumerate(argv) if "--addtag" not in argv[max(i - 1, 0):i + 1]]
+                error = "Failed to add tag: simulated half-done change."
             try:
                 output = handler(argv) or ""
             except CommandFailed as err:
                 error = err.stderr
+            error = "\n".join(filter(None, [error, self.shell_warns.get(program, "")]))
         read_back = program == "lvs" and "/" in argv[-1]
         if not read_back and (output or program != "lvs"):
             self._note(argv, "shell", locked)
@@ -238,6 +246,7 @@ class SimulatedNode:
         else:
             size = int(argv[argv.index("--virtualsize" if "--virtualsize" in argv else "--size") + 1].rstrip("b"))
         self.volumes[name] = {"size": size, "tags": tags, "device": (253, next(self._minors))}
+        return f'  Logical volume "{name}" created.\n'  # LVM's own words once it is made and active
 
     def _lvchange(self, argv):
         name = argv[-1].split("/", 1)[1]
@@ -255,6 +264,7 @@ class SimulatedNode:
                 tags.discard(value)
             elif option == "--addtag":
                 tags.add(value)
+        return f"  Logical volume {argv[-1]} changed.\n"
 
     def _lvremove(self, argv):
         # As LVM does: each LV that can go goes; one whose device is busy stays and fails the call.
@@ -397,16 +407,15 @@ def test_mounts_and_unmounts_send_their_lvm_reads_and_changes_through_one_shell_
         ("lvs", "single"), ("vgs", "single"), ("lvcreate", "shell"), ("mkfs.ext4", "single"),
         ("lvchange", "shell"), ("mount", "single"),
     ]
+    # The pool's report; lvcreate and lvchange each said they were done, so nothing is read back.
     assert [argv for argv in node.shell_commands() if argv[0] == "lvs"] == [
         ["lvs", *SHELL_REPORT, "vg_name,vg_size,vg_free,vg_extent_size,vg_mda_free,vg_mda_size,"
          "lv_name,lv_size,lv_tags,lv_active,lv_kernel_major,lv_kernel_minor", VG],
-        ["lvs", *SHELL_REPORT, "lv_active,lv_tags", f"{VG}/{name}"],  # lvcreate's read-back
-        ["lvs", *SHELL_REPORT, "lv_tags", f"{VG}/{name}"],  # lvchange's read-back
     ]
     node.forget()
     make_driver(tmp_path, node, verb="unmount").unmount(path)
     assert node.steps() == [("lvs", "shell"), ("umount", "single"), ("lvchange", "shell")]
-    assert [argv[0] for argv in node.shell_commands()] == ["lvs", "lvchange", "lvs"]
+    assert [argv[0] for argv in node.shell_commands()] == ["lvs", "lvchange"]
     node.forget()
     make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path, OTHER_UID), uid=OTHER_UID))
     # Claimed, mounted, then tagged the pod's: both tag changes in the call's one shell.
@@ -457,6 +466,30 @@ def test_an_error_the_shell_gives_for_a_change_fails_the_call_with_it(tmp_path, 
         make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
     assert node.steps() == [("lvs", "shell"), ("lvchange", "shell")]  # no single lvchange: the shell said why
     assert "ax.state=free" in node.volumes["slab-warm"]["tags"]
+
+
+def test_a_change_lvm_said_it_made_but_warned_about_is_read_back_before_it_counts(tmp_path, node):
+    node.shell_warns["lvchange"] = "WARNING: simulated warning."
+    node.shell_warns["lvcreate"] = "WARNING: simulated warning."
+    path = pod_volume_dir(tmp_path)
+    make_driver(tmp_path, node).mount(request_for(path))
+    (name,) = node.volumes
+    # LVM's "created" and "changed" alone settle nothing with a warning beside them: each change
+    # is read back, and, the tags being as asked, no single command runs.
+    assert [argv[0] for argv in node.shell_commands()] == ["lvs", "lvcreate", "lvs", "lvchange", "lvs"]
+    assert node.shell_commands()[2][-1] == node.shell_commands()[4][-1] == f"{VG}/{name}"
+    assert ("lvchange", "single") not in node.steps() and "ax.state=used" in node.volumes[name]["tags"]
+
+
+def test_a_change_lvm_made_only_in_part_fails_the_call_though_lvm_said_changed(tmp_path, node):
+    # LVM prints "changed" when any of a command's changes was made, and fails the command if one
+    # was not: the tags read back decide, and the error said is the call's.
+    node.shell_half_done = True
+    node.add(seeded("slab-warm", State.FREE, 2, released_at=200))
+    with pytest.raises(CommandFailed, match="simulated half-done change"):
+        make_driver(tmp_path, node).mount(request_for(pod_volume_dir(tmp_path)))
+    assert [argv[0] for argv in node.shell_commands()][:3] == ["lvs", "lvchange", "lvs"]
+    assert node.mounts == []
 
 
 def test_an_lvcreate_whose_end_never_came_back_is_not_taken_for_a_new_slab(tmp_path, node):
