@@ -13,8 +13,9 @@ own shell: `lvm` reading commands on stdin, the way lvmdbusd drives it. Nothing 
 The shell gives no exit status per command, so after each command a made-up one is sent whose
 "No such command" error on stderr marks the end of the command before it: everything that command
 wrote is in the pipes by then. Reports go to their own pipe (LVM_REPORT_FD). Callers decide
-success from what the command reported (rows, or the tags read back afterwards); anything they
-cannot decide from it is run again as a single command, whose exit status is authoritative.
+success from what the command reported (rows; LVM's line saying a change is done, with an empty
+stderr; or the tags read back afterwards); anything they cannot decide from it is run again as a
+single command, whose exit status is authoritative.
 """
 
 from __future__ import annotations
