@@ -15,6 +15,7 @@ by reading the LV back, as LVM may print that line for a change it made only in 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 
 from ..errors import CommandFailed, CommandTimedOut
@@ -47,6 +48,9 @@ SHELL_REPORT = ["--noheadings", "--units", "b", "--nosuffix", "--separator", SEP
 # so the lvm shell takes it as the single commands do (LVM applies a shell command's --config to
 # that command alone).
 BOUNDED_ARCHIVE = ["--config", "backup/retain_days=0"]
+# LVM's words (libdm) when the kernel's thin pool already has the device id LVM chose for a new
+# thin volume: see LVM.delete_orphan_thin_device.
+ORPHAN_THIN_DEVICE = re.compile(r"already contains? thin device with device_id (\d+)")
 # A change in the shell that LVM's own words settled: no read-back was needed.
 CONFIRMED = object()
 
@@ -195,8 +199,7 @@ class LVM:
         for tag in sorted(tags):
             argv += ["--addtag", tag]
         argv += [self.vg if thin_pool is None else f"{self.vg}/{thin_pool}", *BOUNDED_ARCHIVE]
-        if not self._create_in_shell(argv, name, set(tags)):
-            self.runner.run(argv, timeout=self.timeout_s)
+        self._creating_in_pool(argv, name, set(tags), thin_pool is not None)
 
     def snapshot(self, origin: str, name: str, tags: Iterable[str]) -> None:
         """A thin snapshot of `origin`, active (LVM would otherwise mark it to be skipped at
@@ -205,8 +208,47 @@ class LVM:
         for tag in sorted(tags):
             argv += ["--addtag", tag]
         argv += [f"{self.vg}/{origin}", *BOUNDED_ARCHIVE]
-        if not self._create_in_shell(argv, name, set(tags)):
+        self._creating_in_pool(argv, name, set(tags), True)
+
+    def _creating_in_pool(self, argv: list[str], name: str, tags: set[str], thin: bool) -> None:
+        """Run an lvcreate; in a thin pool, once more after deleting a thin device the kernel's pool
+        holds and LVM does not know (see delete_orphan_thin_device), if that is why it failed."""
+        try:
+            if not self._create_in_shell(argv, name, tags):
+                self.runner.run(argv, timeout=self.timeout_s)
+        except CommandFailed as err:
+            found = ORPHAN_THIN_DEVICE.search(err.stderr) if thin else None
+            if found is None or not self.delete_orphan_thin_device(int(found.group(1))):
+                raise
             self.runner.run(argv, timeout=self.timeout_s)
+
+    def delete_orphan_thin_device(self, device_id: int) -> bool:
+        """Delete thin device `device_id` from the kernel's thin pool when no LV of the volume
+        group has that id; False (nothing done) when one has. An lvcreate killed after it sent its
+        create message to the pool and before LVM committed the new LV (SIGKILL, kubelet's
+        timeout, the OOM killer) leaves such a device: LVM chooses the same id for its next thin
+        volume, the kernel refuses it as existing, and every later create and snapshot in the
+        pool fails the same way (LVM itself asks for manual intervention). The driver holds the
+        node lock around every create, so no other call is between its message and its commit.
+        The device holds only what the killed call was making: a new slab or a pod's snapshot
+        never handed to anyone."""
+        listing = self.runner.run(
+            ["lvs", *REPORT, "-o", "lv_name,thin_id,pool_lv,lv_attr", self.vg], timeout=self.timeout_s
+        )
+        rows = _rows(listing.stdout, "lv")
+        if any(row.get("thin_id", "").strip() == str(device_id) for row in rows):
+            return False
+        pools = {row["lv_name"] for row in rows if row.get("lv_attr", "").startswith("t")}
+        for pool in sorted(pools):
+            # The kernel's thin-pool target is the -tpool layer while thin volumes are active on
+            # it, the pool's own node otherwise.
+            for layer in ("-tpool", ""):
+                device = dm_path(self.vg, pool).rsplit("/", 1)[1] + layer
+                table = self.runner.run(["dmsetup", "table", device], timeout=self.timeout_s, ok_codes=(0, 1))
+                if " thin-pool " in f" {table.stdout} ":
+                    self.runner.run(["dmsetup", "message", device, "0", f"delete {device_id}"], timeout=self.timeout_s)
+                    return True
+        return False
 
     def _run_and_read_back(self, argv: list[str], target: str, fields: str, done_line: str):
         """Run a change in the shell, then, unless LVM confirmed it (`done_line` on stdout and an

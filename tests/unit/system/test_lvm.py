@@ -368,3 +368,76 @@ def test_create_the_shell_cannot_settle_runs_the_single_command(runner, unavaila
     runner.reply(["lvcreate"])
     LVM(runner, "vg-ax", shell=shell).create("slab-1", 1 << 30, {"ax.state=creating", "ax.slab"})
     assert runner.calls == [CREATE]
+
+
+# ---- a thin device the kernel's pool holds and LVM does not ------------------------------------
+
+ORPHAN_STDERR = (
+    '  device-mapper: message ioctl on  (253:4) failed: File exists\n'
+    '  Failed to process message "create_snap 4 1".\n'
+    "  Thin pool vg--ax-thinpool-tpool (253:4) already contain thin device with device_id 4.\n"
+    "  Manual intervention may be required to remove device dev_id=4 in thin pool metadata.\n"
+    "  Failed to suspend vg-ax/thinpool with queued messages."
+)
+
+
+def thin_listing(*thin_ids: str) -> str:
+    rows = [{"lv_name": "thinpool", "thin_id": "", "pool_lv": "", "lv_attr": "twi-aotz--"}]
+    rows += [{"lv_name": f"slab-{i}", "thin_id": i, "pool_lv": "thinpool", "lv_attr": "Vwi-a-tz--"} for i in thin_ids]
+    return json.dumps({"report": [{"lv": rows}]})
+
+
+class Sequenced(FakeRunner):
+    """A FakeRunner whose lvcreate fails as the orphan makes it fail, `failures` times."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def run(self, argv, **kwargs):
+        if argv[0] == "lvcreate" and self.failures:
+            self.failures -= 1
+            self.calls.append(list(argv))
+            raise CommandFailed(list(argv), 5, ORPHAN_STDERR)
+        return super().run(argv, **kwargs)
+
+
+def test_a_snapshot_refused_for_an_orphan_thin_device_deletes_it_and_is_made():
+    runner = Sequenced(failures=1)
+    runner.reply(["lvs"], thin_listing("1", "2", "3"))
+    runner.reply(["dmsetup", "table", "vg--ax-thinpool-tpool"], "0 2097152 thin-pool 253:2 253:3 128 0 1 skip_block_zeroing\n")
+    runner.reply(["dmsetup", "message"])
+    runner.reply(["lvcreate"])
+    LVM(runner, "vg-ax", shell=FakeShell(unavailable={"lvcreate", "lvs"})).snapshot("slab-1", "slab-new", ["ax.slab"])
+    assert [argv[:2] for argv in runner.calls] == [
+        ["lvcreate", "--yes"], ["lvs", *REPORT[:1]], ["dmsetup", "table"], ["dmsetup", "message"], ["lvcreate", "--yes"],
+    ]
+    assert runner.calls[3] == ["dmsetup", "message", "vg--ax-thinpool-tpool", "0", "delete 4"]
+
+
+def test_a_device_id_lvm_knows_is_never_deleted_and_the_failure_stands():
+    runner = Sequenced(failures=1)
+    runner.reply(["lvs"], thin_listing("1", "4"))  # the id is an LV's: not an orphan
+    with pytest.raises(CommandFailed, match="queued messages"):
+        LVM(runner, "vg-ax", shell=FakeShell(unavailable={"lvcreate", "lvs"})).snapshot("slab-1", "slab-new", ["ax.slab"])
+    assert [argv[0] for argv in runner.calls] == ["lvcreate", "lvs"]
+
+
+def test_an_orphan_is_deleted_once_and_a_second_refusal_is_the_calls_failure():
+    runner = Sequenced(failures=2)
+    runner.reply(["lvs"], thin_listing("1"))
+    runner.reply(["dmsetup", "table", "vg--ax-thinpool-tpool"], "", returncode=1)  # no thin volume active
+    runner.reply(["dmsetup", "table", "vg--ax-thinpool"], "0 2097152 thin-pool 253:2 253:3 128 0 0\n")
+    runner.reply(["dmsetup", "message"])
+    with pytest.raises(CommandFailed, match="queued messages"):
+        LVM(runner, "vg-ax", shell=FakeShell(unavailable={"lvcreate", "lvs"})).create(
+            "slab-new", 1 << 30, ["ax.slab"], thin_pool="thinpool")
+    assert runner.calls[-2] == ["dmsetup", "message", "vg--ax-thinpool", "0", "delete 4"]
+    assert [argv[0] for argv in runner.calls].count("lvcreate") == 2
+
+
+def test_a_thick_lvcreate_never_looks_for_orphans():
+    runner = Sequenced(failures=1)
+    with pytest.raises(CommandFailed):
+        LVM(runner, "vg-ax", shell=FakeShell(unavailable={"lvcreate"})).create("slab-new", 1 << 30, ["ax.slab"])
+    assert [argv[0] for argv in runner.calls] == ["lvcreate"]
