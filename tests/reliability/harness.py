@@ -30,6 +30,16 @@ class TrialFailed(AssertionError):
     pass
 
 
+def _node_state() -> str:
+    """What a failed trial's report needs to tell LVM's and the kernel's side from the driver's:
+    every LV of the volume group with its thin ids and attributes, and the kernel's last words."""
+    lvs = node.run("lvs", "-a", "--noheadings", "-o", "lv_name,lv_attr,transaction_id,thin_id,lv_tags",
+                   node.VOLUME_GROUP, check=False)
+    kernel = node.run("dmesg", check=False).stdout.splitlines()[-15:]
+    rows = " | ".join(" ".join(line.split()[:4]) for line in lvs.stdout.splitlines())
+    return f"lvs: {rows or lvs.stderr.strip()[-300:]}; dmesg: {' / '.join(kernel)}"[-2500:]
+
+
 @dataclasses.dataclass
 class Figures:
     name: str
@@ -88,7 +98,11 @@ class Scenario:
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
             if isinstance(err, subprocess.CalledProcessError):
                 detail += f" stderr: {(err.stderr or '').strip()[-400:]}"
-            self.figures.problems.append(f"{label}: {detail[:600]}")
+            # The cause is at the end (a command's message follows its argv, which can be long).
+            if len(detail) > 900:
+                detail = f"{detail[:300]} [...] {detail[-600:]}"
+            self.figures.problems.append(f"{label}: {detail}")
+            self.figures.notes.append(f"{label}, the node when it failed: {_node_state()}")
         if not self.checkpoint(label, extra_processes) or self._trial_bad:
             ok = False
         if not ok:
