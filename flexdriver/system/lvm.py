@@ -223,31 +223,51 @@ class LVM:
             self.runner.run(argv, timeout=self.timeout_s)
 
     def delete_orphan_thin_device(self, device_id: int) -> bool:
-        """Delete thin device `device_id` from the kernel's thin pool when no LV of the volume
-        group has that id; False (nothing done) when one has. An lvcreate killed after it sent its
-        create message to the pool and before LVM committed the new LV (SIGKILL, kubelet's
-        timeout, the OOM killer) leaves such a device: LVM chooses the same id for its next thin
-        volume, the kernel refuses it as existing, and every later create and snapshot in the
-        pool fails the same way (LVM itself asks for manual intervention). The driver holds the
-        node lock around every create, so no other call is between its message and its commit.
-        The device holds only what the killed call was making: a new slab or a pod's snapshot
-        never handed to anyone."""
+        """Settle the kernel's thin pool after an lvcreate that was killed between its message to
+        the pool and the end of its work (SIGKILL, kubelet's timeout, the OOM killer), which LVM
+        itself leaves to manual intervention: every later create and snapshot in the pool fails
+        on thin device `device_id`, which the pool already has. True when settled (run the
+        lvcreate once more), False when nothing was done. Two states, told apart by LVM's metadata:
+
+        - no LV has the id (killed before LVM committed its new LV): the device holds only what the
+          killed call was making, a new slab or a pod's snapshot never handed to anyone, and is
+          deleted from the pool;
+        - an LV has it (killed after LVM committed the LV with its create message queued, and after
+          the pool made the device, before the pool's transaction id was moved on): LVM sends the
+          queued message again and the pool refuses it. The message is done, so the pool's
+          transaction id is moved to LVM's, as the killed command would have; only when the pool's
+          is exactly one behind LVM's, the state one queued message leaves (each of the driver's
+          LVM commands queues one).
+
+        The driver holds the node lock around every create, so no other call is in between."""
         listing = self.runner.run(
-            ["lvs", *REPORT, "-o", "lv_name,thin_id,pool_lv,lv_attr", self.vg], timeout=self.timeout_s
+            ["lvs", *REPORT, "-o", "lv_name,thin_id,pool_lv,lv_attr,transaction_id", self.vg], timeout=self.timeout_s
         )
         rows = _rows(listing.stdout, "lv")
-        if any(row.get("thin_id", "").strip() == str(device_id) for row in rows):
+        owner = [row for row in rows if row.get("thin_id", "").strip() == str(device_id)]
+        pools = {row["lv_name"]: row for row in rows if row.get("lv_attr", "").startswith("t")}
+        if owner and owner[0].get("pool_lv", "").strip("[] ") not in pools:
             return False
-        pools = {row["lv_name"] for row in rows if row.get("lv_attr", "").startswith("t")}
         for pool in sorted(pools):
+            if owner and owner[0]["pool_lv"].strip("[] ") != pool:
+                continue
             # The kernel's thin-pool target is the -tpool layer while thin volumes are active on
             # it, the pool's own node otherwise.
             for layer in ("-tpool", ""):
                 device = dm_path(self.vg, pool).rsplit("/", 1)[1] + layer
-                table = self.runner.run(["dmsetup", "table", device], timeout=self.timeout_s, ok_codes=(0, 1))
-                if " thin-pool " in f" {table.stdout} ":
-                    self.runner.run(["dmsetup", "message", device, "0", f"delete {device_id}"], timeout=self.timeout_s)
-                    return True
+                status = self.runner.run(["dmsetup", "status", device], timeout=self.timeout_s, ok_codes=(0, 1))
+                fields = status.stdout.split()
+                if len(fields) < 4 or fields[2] != "thin-pool":
+                    continue
+                if not owner:
+                    message = f"delete {device_id}"
+                else:
+                    kernel, wanted = fields[3], pools[pool].get("transaction_id", "").strip()
+                    if not (kernel.isdigit() and wanted.isdigit() and int(kernel) + 1 == int(wanted)):
+                        return False
+                    message = f"set_transaction_id {kernel} {wanted}"
+                self.runner.run(["dmsetup", "message", device, "0", message], timeout=self.timeout_s)
+                return True
         return False
 
     def _run_and_read_back(self, argv: list[str], target: str, fields: str, done_line: str):

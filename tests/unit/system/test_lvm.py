@@ -381,10 +381,14 @@ ORPHAN_STDERR = (
 )
 
 
-def thin_listing(*thin_ids: str) -> str:
-    rows = [{"lv_name": "thinpool", "thin_id": "", "pool_lv": "", "lv_attr": "twi-aotz--"}]
+def thin_listing(*thin_ids: str, transaction_id: str = "4") -> str:
+    rows = [{"lv_name": "thinpool", "thin_id": "", "pool_lv": "", "lv_attr": "twi-aotz--", "transaction_id": transaction_id}]
     rows += [{"lv_name": f"slab-{i}", "thin_id": i, "pool_lv": "thinpool", "lv_attr": "Vwi-a-tz--"} for i in thin_ids]
     return json.dumps({"report": [{"lv": rows}]})
+
+
+# `dmsetup status` of a thin-pool target: its fourth field is the pool's transaction id.
+POOL_STATUS = "0 2097152 thin-pool {transaction_id} 113/1024 0/16384 - rw discard_passdown queue_if_no_space - 256\n"
 
 
 class Sequenced(FakeRunner):
@@ -405,29 +409,44 @@ class Sequenced(FakeRunner):
 def test_a_snapshot_refused_for_an_orphan_thin_device_deletes_it_and_is_made():
     runner = Sequenced(failures=1)
     runner.reply(["lvs"], thin_listing("1", "2", "3"))
-    runner.reply(["dmsetup", "table", "vg--ax-thinpool-tpool"], "0 2097152 thin-pool 253:2 253:3 128 0 1 skip_block_zeroing\n")
+    runner.reply(["dmsetup", "status", "vg--ax-thinpool-tpool"], POOL_STATUS.format(transaction_id=3))
     runner.reply(["dmsetup", "message"])
     runner.reply(["lvcreate"])
     LVM(runner, "vg-ax", shell=FakeShell(unavailable={"lvcreate", "lvs"})).snapshot("slab-1", "slab-new", ["ax.slab"])
     assert [argv[:2] for argv in runner.calls] == [
-        ["lvcreate", "--yes"], ["lvs", *REPORT[:1]], ["dmsetup", "table"], ["dmsetup", "message"], ["lvcreate", "--yes"],
+        ["lvcreate", "--yes"], ["lvs", *REPORT[:1]], ["dmsetup", "status"], ["dmsetup", "message"], ["lvcreate", "--yes"],
     ]
     assert runner.calls[3] == ["dmsetup", "message", "vg--ax-thinpool-tpool", "0", "delete 4"]
 
 
-def test_a_device_id_lvm_knows_is_never_deleted_and_the_failure_stands():
+def test_a_create_message_lvm_queued_and_the_pool_did_moves_the_pools_transaction_id_on():
+    # Killed after the pool made the LV's device and before the pool's transaction id followed:
+    # LVM's metadata has the LV (id 4) and is one transaction ahead of the kernel's pool.
     runner = Sequenced(failures=1)
-    runner.reply(["lvs"], thin_listing("1", "4"))  # the id is an LV's: not an orphan
+    runner.reply(["lvs"], thin_listing("1", "4", transaction_id="4"))
+    runner.reply(["dmsetup", "status", "vg--ax-thinpool-tpool"], POOL_STATUS.format(transaction_id=3))
+    runner.reply(["dmsetup", "message"])
+    runner.reply(["lvcreate"])
+    LVM(runner, "vg-ax", shell=FakeShell(unavailable={"lvcreate", "lvs"})).snapshot("slab-1", "slab-new", ["ax.slab"])
+    assert runner.calls[3] == ["dmsetup", "message", "vg--ax-thinpool-tpool", "0", "set_transaction_id 3 4"]
+    assert [argv[0] for argv in runner.calls].count("lvcreate") == 2
+
+
+@pytest.mark.parametrize("kernel", ["4", "2", "-"])
+def test_a_device_id_lvm_knows_is_never_deleted_nor_the_pool_moved_on_unless_one_behind(kernel):
+    runner = Sequenced(failures=1)
+    runner.reply(["lvs"], thin_listing("1", "4", transaction_id="4"))
+    runner.reply(["dmsetup", "status", "vg--ax-thinpool-tpool"], POOL_STATUS.format(transaction_id=kernel))
     with pytest.raises(CommandFailed, match="queued messages"):
         LVM(runner, "vg-ax", shell=FakeShell(unavailable={"lvcreate", "lvs"})).snapshot("slab-1", "slab-new", ["ax.slab"])
-    assert [argv[0] for argv in runner.calls] == ["lvcreate", "lvs"]
+    assert [argv[0] for argv in runner.calls] == ["lvcreate", "lvs", "dmsetup"]
 
 
 def test_an_orphan_is_deleted_once_and_a_second_refusal_is_the_calls_failure():
     runner = Sequenced(failures=2)
     runner.reply(["lvs"], thin_listing("1"))
-    runner.reply(["dmsetup", "table", "vg--ax-thinpool-tpool"], "", returncode=1)  # no thin volume active
-    runner.reply(["dmsetup", "table", "vg--ax-thinpool"], "0 2097152 thin-pool 253:2 253:3 128 0 0\n")
+    runner.reply(["dmsetup", "status", "vg--ax-thinpool-tpool"], "", returncode=1)  # no thin volume active
+    runner.reply(["dmsetup", "status", "vg--ax-thinpool"], POOL_STATUS.format(transaction_id=3))
     runner.reply(["dmsetup", "message"])
     with pytest.raises(CommandFailed, match="queued messages"):
         LVM(runner, "vg-ax", shell=FakeShell(unavailable={"lvcreate", "lvs"})).create(
