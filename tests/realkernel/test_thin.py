@@ -4,6 +4,7 @@ the usage rule and surplus free slabs; space a pod deleted goes back to the pool
 writes at once, refuses new mounts cleanly, and recovers on its own; a crash at each new step."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -112,6 +113,53 @@ def test_a_thin_device_a_killed_lvcreate_left_in_the_pool_does_not_block_the_nex
     # snapshot is a new device with that id, not the one left behind.
     assert thin_ids()[name] == orphan
     assert thin.unmount(pod).ok
+    check_pool()
+
+
+def pool_transaction_ids(tpool: str) -> tuple:
+    """(LVM's, the kernel's) transaction id of the thin pool: LVM's metadata and the pool's own."""
+    lvm = node.run("lvs", "--noheadings", "-o", "transaction_id", f"{node.VOLUME_GROUP}/thinpool").stdout.strip()
+    kernel = node.run("dmsetup", "status", tpool).stdout.split()[3]
+    return int(lvm), int(kernel)
+
+
+def test_a_create_message_a_killed_lvcreate_left_queued_does_not_block_the_next_snapshot(thin, tmp_path):
+    # What an lvcreate killed after LVM committed its new LV, with the pool's create message
+    # queued in the metadata, and after the pool made the device, but before the pool's
+    # transaction id was moved on: every later lvcreate sends the queued message again and the
+    # pool refuses it. Made here exactly: a snapshot LVM completed, its message put back in the
+    # metadata, and the pool's transaction id put back one.
+    _, origin = warm_slab(thin)
+    killed = "killed-snapshot"
+    node.run("lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "--activate", "y", "--name", killed,
+             f"{node.VOLUME_GROUP}/{origin}")
+    killed_id = thin_ids()[killed]
+    names = node.run("dmsetup", "info", "-c", "--noheadings", "-o", "name").stdout.split()
+    (tpool,) = [name for name in names if name.endswith("-thinpool-tpool")]
+    lvm_id, kernel_id = pool_transaction_ids(tpool)
+    assert lvm_id == kernel_id
+    backup = tmp_path / "vg.txt"
+    node.run("vgcfgbackup", "--file", str(backup), node.VOLUME_GROUP)
+    text, queued = re.subn(r'(type = "thin-pool"\n(?:.*\n)*?\s*zero_new_blocks = \d+\n)',
+                           rf'\1message1 {{\ncreate = "{killed}"\n}}\n', backup.read_text(), count=1)
+    assert queued == 1
+    backup.write_text(text)
+    node.run("dmsetup", "message", tpool, "0", f"set_transaction_id {kernel_id} {kernel_id - 1}")
+    node.run("vgcfgrestore", "--yes", "--force", "--file", str(backup), node.VOLUME_GROUP)
+    assert pool_transaction_ids(tpool) == (lvm_id, lvm_id - 1)
+    refused = node.run("lvcreate", "--yes", "--snapshot", "--name", "probe", f"{node.VOLUME_GROUP}/{origin}",
+                       check=False)
+    assert refused.returncode != 0 and "with queued messages" in refused.stderr, "the state the kill leaves"
+    pod = Pod(size_mb=512)
+    reply = thin.mount(pod)
+    assert reply.ok, reply.message
+    assert slabs()[slab_at(pod)].tags.get("ax.origin") == origin and read_marker(pod) == "cache-v1"
+    # The queued message was done: the pool's id moved on, and the killed call's device is kept
+    # as the LV that has it, not deleted.
+    lvm_after, kernel_after = pool_transaction_ids(tpool)
+    assert lvm_after == kernel_after == lvm_id + 1 and thin_ids()[killed] == killed_id
+    assert thin.unmount(pod).ok
+    node.run("lvremove", "--yes", f"{node.VOLUME_GROUP}/{killed}")
     check_pool()
 
 
