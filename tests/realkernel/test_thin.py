@@ -94,6 +94,14 @@ def thin_ids() -> dict:
     return {name: int(thin_id) for name, thin_id in rows if thin_id.strip()}
 
 
+def kernel_thin_pool() -> str:
+    """The device-mapper name of the kernel's thin-pool target (its -tpool layer while thin
+    volumes are active), which takes the pool's messages."""
+    names = node.run("dmsetup", "info", "-c", "--noheadings", "-o", "name").stdout.split()
+    (tpool,) = [name for name in names if name.endswith("-thinpool-tpool")]
+    return tpool
+
+
 def test_a_thin_device_a_killed_lvcreate_left_in_the_pool_does_not_block_the_next_snapshot(thin):
     # What an lvcreate killed between its message to the kernel's pool and LVM's commit leaves:
     # the pool has a thin device with the id LVM will choose next, and no LV has it. Made here
@@ -101,8 +109,7 @@ def test_a_thin_device_a_killed_lvcreate_left_in_the_pool_does_not_block_the_nex
     _, origin = warm_slab(thin)
     ids = thin_ids()
     orphan = max(ids.values()) + 1
-    pool = node.run("dmsetup", "info", "-c", "--noheadings", "-o", "name").stdout.split()
-    (tpool,) = [name for name in pool if name.endswith("-thinpool-tpool")]
+    tpool = kernel_thin_pool()
     node.run("dmsetup", "message", tpool, "0", f"create_snap {orphan} {ids[origin]}")
     pod = Pod(size_mb=512)
     reply = thin.mount(pod)
@@ -134,8 +141,7 @@ def test_a_create_message_a_killed_lvcreate_left_queued_does_not_block_the_next_
     node.run("lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "--activate", "y", "--name", killed,
              f"{node.VOLUME_GROUP}/{origin}")
     killed_id = thin_ids()[killed]
-    names = node.run("dmsetup", "info", "-c", "--noheadings", "-o", "name").stdout.split()
-    (tpool,) = [name for name in names if name.endswith("-thinpool-tpool")]
+    tpool = kernel_thin_pool()
     lvm_id, kernel_id = pool_transaction_ids(tpool)
     assert lvm_id == kernel_id
     backup = tmp_path / "vg.txt"
