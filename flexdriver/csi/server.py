@@ -11,6 +11,15 @@ At start-up and then every --sweep-interval seconds it releases the slabs of tar
 no longer has (their volume's vol_data.json, which kubelet writes before it publishes and removes
 after it unpublishes, is gone): kubelet does not promise to unpublish again after a failure, and a
 node whose kubelet lost a pod must not keep its slab forever.
+
+Kubelet checks it over HTTP on --health-address (an httpGet probe: kubelet asks, nothing is
+started in the container): /healthz answers 200 while the CSI socket accepts connections (the
+liveness probe: a plugin that cannot be dialled is restarted), /readyz also wants the
+configuration to load (the readiness probe: a node whose config is broken shows the pod not
+ready, and is not restarted for it, since a restart cannot mend a file and a running plugin still
+tells each pod what is wrong). An exec probe would start a Python with grpc in the container on
+every period: on a loaded node that took longer than any sane timeout, and kubelet killed a
+healthy plugin under running pods.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import socket
 import sys
 import threading
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import config as config_module
 from .. import journal
@@ -36,6 +46,8 @@ DEFAULT_REGISTRY = "/var/lib/kubelet/plugins_registry"
 # Kubelet runs publishes of different pods at once; each spends most of its time in mkfs, mount
 # or waiting for the node lock, not in Python.
 WORKERS = 8
+# The port the CSI community's livenessprobe sidecar serves on; the plugin serves it itself.
+DEFAULT_HEALTH_ADDRESS = ":9808"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,7 +64,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="this node's name, as NodeGetInfo reports it (default $NODE_NAME or the host name)")
     parser.add_argument("--sweep-interval", type=float, default=300.0,
                         help="seconds between releases of volumes kubelet no longer has; 0: only at start-up")
+    parser.add_argument("--health-address", default=DEFAULT_HEALTH_ADDRESS,
+                        help="[HOST]:PORT of the HTTP /healthz and /readyz kubelet probes; '' serves none "
+                             "(default %(default)s, every address of the pod's network)")
     return parser.parse_args(argv)
+
+
+def health_address(value: str) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise SystemExit(f"{DRIVER_NAME}: --health-address must be [HOST]:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def socket_path(endpoint: str) -> str:
@@ -85,6 +109,7 @@ class Plugin:
         self.stopping = threading.Event()
         self.servers: list = []
         self.registered: tuple[bool, str] | None = None
+        self.health_server: ThreadingHTTPServer | None = None
         self._service = service
 
     # ---- the core, per call ----------------------------------------------------------------
@@ -100,6 +125,21 @@ class Plugin:
             return True
         except DriverError:
             return False
+
+    def unhealthy(self, want_config: bool) -> str:
+        """Why kubelet's probe should fail, or '' if it should pass."""
+        # A connection the gRPC server accepts, then closed: its accept loop and event engine are
+        # alive. Not a Probe call: that waits for a free worker, and a burst of publishes queued
+        # on the node lock behind a mkfs is busy, not dead.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dial:
+            dial.settimeout(5)
+            try:
+                dial.connect(self.endpoint)
+            except OSError as err:
+                return f"the CSI socket {self.endpoint} does not accept connections: {err.strerror or err}"
+        if want_config and not self.ready():
+            return "its configuration does not load; see the driver log"
+        return ""
 
     # ---- serving ---------------------------------------------------------------------------
 
@@ -120,6 +160,14 @@ class Plugin:
             self._bind(registration, self.registration_socket)
             registration.start()
             self.servers.append(registration)
+        address = health_address(self.args.health_address)
+        if address is not None:
+            self.health_server = _HealthServer(address, self)
+            threading.Thread(target=self.health_server.serve_forever, name="health", daemon=True).start()
+
+    @property
+    def health_port(self) -> int:
+        return self.health_server.server_address[1] if self.health_server else 0
 
     def _bind(self, server, path: str) -> None:
         os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
@@ -136,6 +184,9 @@ class Plugin:
 
     def stop(self, grace_s: float = 10.0) -> None:
         self.stopping.set()
+        if self.health_server is not None:
+            self.health_server.shutdown()
+            self.health_server.server_close()
         for server in reversed(self.servers):  # registration first: kubelet stops sending calls
             server.stop(grace_s).wait()
         if self.shells is not None:
@@ -200,6 +251,45 @@ def probe(args: argparse.Namespace) -> int:
         print(f"{DRIVER_NAME}: not ready (its configuration does not load; see the driver log)", file=sys.stderr)
         return 1
     return 0
+
+
+class _HealthServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], plugin: Plugin) -> None:
+        self.plugin = plugin
+        try:
+            super().__init__(address, _HealthHandler)
+        except OSError as err:
+            raise SystemExit(f"{DRIVER_NAME}: cannot serve the health probes on {address}: {err.strerror or err}") from None
+
+
+class _HealthHandler(BaseHTTPRequestHandler):
+    PATHS = {"/healthz": False, "/readyz": True}  # path: whether the configuration must load
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def _answer(self, body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        if path not in self.PATHS:
+            status, text = 404, "not found: /healthz or /readyz\n"
+        else:
+            why = self.server.plugin.unhealthy(want_config=self.PATHS[path])
+            status, text = (503, f"{why}\n") if why else (200, "ok\n")
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, format, *args) -> None:
+        pass  # kubelet asks every period; its own events say when a probe failed and why
 
 
 def main(argv: list[str] | None = None) -> int:

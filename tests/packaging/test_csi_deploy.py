@@ -11,7 +11,7 @@ import subprocess
 import yaml
 
 from flexdriver.csi import DRIVER_NAME
-from flexdriver.csi.server import DEFAULT_ENDPOINT, DEFAULT_REGISTRY
+from flexdriver.csi.server import DEFAULT_ENDPOINT, DEFAULT_HEALTH_ADDRESS, DEFAULT_REGISTRY
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,7 +40,11 @@ def test_the_daemonset_shares_the_nodes_locks_config_and_kubelets_dir():
     assert plugin["image"] == "ax-vol-plugin-csi:0.1.0"
     args = dict(arg.lstrip("-").split("=", 1) for arg in plugin["args"])
     assert args["endpoint"] == f"unix://{DEFAULT_ENDPOINT}" and args["registration-dir"] == DEFAULT_REGISTRY
-    assert any(f"--endpoint=unix://{DEFAULT_ENDPOINT}" == part for part in plugin["livenessProbe"]["exec"]["command"])
+    # Kubelet's own HTTP probes on the port the plugin serves them on (nothing exec'd in the container).
+    (port,) = plugin["ports"]
+    assert f":{port['containerPort']}" == DEFAULT_HEALTH_ADDRESS and "exec" not in plugin["livenessProbe"]
+    assert (plugin["livenessProbe"]["httpGet"], plugin["readinessProbe"]["httpGet"]) == (
+        {"path": "/healthz", "port": port["name"]}, {"path": "/readyz", "port": port["name"]})
     host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
     mounts = {m["name"]: m for m in plugin["volumeMounts"]}
     # Each is the host's own path at the same path: the plugin's paths are the host's.

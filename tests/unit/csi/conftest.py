@@ -44,6 +44,7 @@ class Node:
         args = argparse.Namespace(
             endpoint=f"unix://{tmp_path}/plugin/csi.sock", kubelet_endpoint="", registration_dir=str(tmp_path / "registry"),
             kubelet_dir=str(self.kubelet_dir), node_id="node-1", sweep_interval=0.0,
+            health_address="127.0.0.1:0",
         )
         self.plugin = server.Plugin(args)
         self.plugin.core_of = lambda config: RecordingCore(config, self.calls, self.behaviour)

@@ -3,11 +3,15 @@ its sockets' lifetime, the probe command; the generated modules' loader."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from concurrent import futures
 
 import grpc
 import pytest
@@ -34,7 +38,8 @@ def test_kubelet_is_told_the_csi_socket_and_the_versions_it_speaks(node):
 def test_the_endpoint_kubelet_dials_can_differ_from_the_plugins_own(tmp_path):
     node = Node.__new__(Node)
     args = server.parse_args(["--endpoint", f"unix://{tmp_path}/csi.sock", "--kubelet-endpoint",
-                              "/var/lib/kubelet/plugins/vol-plugin.ax/csi.sock", "--registration-dir", str(tmp_path / "reg")])
+                              "/var/lib/kubelet/plugins/vol-plugin.ax/csi.sock", "--registration-dir", str(tmp_path / "reg"),
+                              "--health-address", ""])
     node.plugin = server.Plugin(args)
     node.plugin.start()
     try:
@@ -92,7 +97,7 @@ def test_the_sweep_runs_at_start_up(tmp_path):
     from .conftest import RecordingCore
 
     args = server.parse_args(["--endpoint", str(tmp_path / "csi.sock"), "--registration-dir", "",
-                              "--kubelet-dir", str(kubelet)])
+                              "--kubelet-dir", str(kubelet), "--health-address", ""])
     plugin = server.Plugin(args)
     plugin.core_of = lambda config: RecordingCore(config, calls, {"owned": [str(target)]})
     plugin.start()
@@ -107,6 +112,76 @@ def test_the_probe_command_answers_for_the_running_plugin(node, tmp_path):
     missing = subprocess.run([*command[:-1], str(tmp_path / "none.sock")], env=env, capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode == 1 and "probe failed: UNAVAILABLE" in missing.stderr
+
+
+def health(node, path, method="GET"):
+    connection = http.client.HTTPConnection("127.0.0.1", node.plugin.health_port, timeout=10)
+    try:
+        connection.request(method, path)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+def test_kubelets_http_probes_pass_for_the_serving_plugin(node):
+    assert node.plugin.health_port > 0
+    assert health(node, "/healthz") == (200, "ok\n")
+    assert health(node, "/readyz") == (200, "ok\n")
+    assert health(node, "/healthz", method="HEAD") == (200, "")
+    assert health(node, "/metrics")[0] == 404
+
+
+def test_a_broken_config_makes_the_plugin_not_ready_but_not_dead(node, config_file):
+    # Restarting cannot mend a file, and the running plugin tells each pod what is wrong with it.
+    config_file.write_text("[vol_plugin]\nusage_threshold = lots\n")
+    assert health(node, "/healthz") == (200, "ok\n")
+    status, text = health(node, "/readyz")
+    assert status == 503 and "configuration does not load" in text
+
+
+def test_the_liveness_probe_fails_once_the_csi_socket_is_gone(node):
+    os.unlink(node.plugin.endpoint)  # as if the gRPC server had died under a live process
+    status, text = health(node, "/healthz")
+    assert status == 503 and f"the CSI socket {node.plugin.endpoint} does not accept connections" in text
+
+
+def test_the_liveness_probe_passes_while_every_worker_is_busy(node):
+    # A burst of publishes queued on the node lock is busy, not dead: kubelet must not kill it.
+    gate = threading.Event()
+    node.behaviour["acquire"] = lambda request: gate.wait(30) and "mounted"
+    with futures.ThreadPoolExecutor(server.WORKERS) as pool:
+        calls = [pool.submit(node.publish, node.volume_dir(uid=f"pod-{n}") / "mount", volume_id=f"csi-{n}")
+                 for n in range(server.WORKERS)]
+        try:
+            deadline = time.monotonic() + 30
+            while len(node.calls) < server.WORKERS and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(node.calls) == server.WORKERS
+            assert health(node, "/healthz") == (200, "ok\n")
+        finally:
+            gate.set()
+        assert all(call.result() for call in calls)
+
+
+def test_the_health_address_is_checked():
+    assert server.health_address("") is None
+    assert server.health_address(":9808") == ("", 9808)
+    assert server.health_address("[::1]:9808") == ("::1", 9808)
+    for bad in ("9808", "host:port", ":70000"):
+        with pytest.raises(SystemExit, match="--health-address must be"):
+            server.health_address(bad)
+
+
+def test_a_health_port_in_use_is_a_clear_refusal(node, tmp_path):
+    args = server.parse_args(["--endpoint", str(tmp_path / "other.sock"), "--registration-dir", "",
+                              "--health-address", f"127.0.0.1:{node.plugin.health_port}"])
+    other = server.Plugin(args)
+    try:
+        with pytest.raises(SystemExit, match="cannot serve the health probes"):
+            other.start()
+    finally:
+        other.stop(grace_s=1)
 
 
 def test_a_relative_endpoint_is_refused():
