@@ -77,13 +77,15 @@ state = "/run/containerd"
 """
 
 # A bridge with addresses from host-local and no routes out: pods get an eth0 (containerd
-# wants one to report the pod's IP) and their own loopback, which is all a DinD pod uses.
+# wants one to report the pod's IP) and their own loopback, which is all a DinD pod uses. The
+# bridge is the pods' gateway so that the node reaches pod IPs, as in any cluster: kubelet's
+# httpGet probes (the CSI plugin's) dial the pod's IP from the node.
 CNI_CONFIG = {
     "cniVersion": "0.4.0",
     "name": "ax-e2e",
     "plugins": [
         {
-            "type": "bridge", "bridge": "cni0", "isGateway": False, "ipMasq": False,
+            "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]},
         }
     ],

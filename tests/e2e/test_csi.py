@@ -60,6 +60,12 @@ def registrations(node) -> int:
     return node.kubelet.log(tail=1 << 30).count(f"Register new plugin with name: {DRIVER_NAME} ")
 
 
+def liveness_failures(node) -> list:
+    """Kubelet's failed liveness probes of the plugin (its log, across kubelet's restarts)."""
+    return [line for line in node.kubelet.log(tail=1 << 30).splitlines()
+            if '"Probe failed" probeType="Liveness"' in line and f'pod="kube-system/{CSI_PLUGIN_NAME}' in line]
+
+
 def plugin_uid(node) -> str:
     return node.uid(CSI_PLUGIN_NAME)
 
@@ -74,6 +80,10 @@ def start_plugin(node) -> None:
     node.wait_running(CSI_PLUGIN_NAME, ("plugin",), 600)
     wait_for("kubelet to register the plugin in its CSINode", lambda: registered(node), 300, every_s=2,
              detail=lambda: plugin_log(node) + "\n" + node.kubelet.log()[-2000:])
+    # Kubelet's httpGet readiness probe reached the plugin on its pod's IP, and its config loads.
+    wait_for("kubelet's readiness probe of the plugin to pass",
+             lambda: (node.container_status(CSI_PLUGIN_NAME, "plugin") or {}).get("ready"), 300, every_s=2,
+             detail=lambda: node.describe(CSI_PLUGIN_NAME))
 
 
 @pytest.fixture(scope="module")
@@ -193,20 +203,31 @@ def test_csi_pods_started_at_once_each_get_a_slab_of_their_own(node, three):
 
 def test_csi_volumes_of_running_pods_survive_a_kubelet_restart(node, three):
     slabs = {name: slab_of(pod) for name, pod in three.items()}
-    calls_before = len(driver_calls())
+    calls_before, before = len(driver_calls()), registrations(node)
     node.kubelet.stop()
     node.start_kubelet()
     node.wait_synced()
-    wait_for("the plugin registered again", lambda: registered(node), 300, every_s=2)
+    # Not the CSINode: it still lists the driver the kubelet before the restart registered.
+    wait_for("the plugin registered again", lambda: registrations(node) > before, 300, every_s=2,
+             detail=lambda: node.kubelet.log()[-3000:])
+    # Unlike its FlexVolume SetUp, kubelet's CSI SetUp does not look at the target dir first: after
+    # the restart it publishes each running pod's volume again (its retries, from when the plugin
+    # was not registered yet), and the plugin answers from the mount already there (no
+    # unpublish, nothing else changed).
+
+    def calls():
+        return [c for c in driver_calls()[calls_before:] if c.get("frontend") == "csi" and c.get("verb") != "register"]
+
+    wait_for("kubelet to publish the running pods' volumes again", lambda: len(calls()) >= len(three), 300, every_s=2,
+             detail=lambda: repr(calls()))
     for name, pod in three.items():
         _unchanged(node, pod, slabs[name])
-    # Unlike its FlexVolume SetUp, kubelet's CSI SetUp does not look at the target dir first: after
-    # the restart it publishes each running pod's volume again, and the plugin answers from the
-    # mount already there (no unpublish, nothing else changed).
-    calls = [c for c in driver_calls()[calls_before:] if c.get("frontend") == "csi" and c.get("verb") != "register"]
+    calls = calls()
     assert sorted((c["verb"], c["pod"]) for c in calls) == sorted(("publish", pod.uid) for pod in three.values()), calls
     by_pod = {pod.uid: slabs[name] for name, pod in three.items()}
     assert all((c["decision"], c["outcome"], c["slab"]) == ("already mounted", "Success", by_pod[c["pod"]]) for c in calls), calls
+    # Three DinD pods, kubelet restarting: the plugin answered kubelet's probes all along.
+    assert not liveness_failures(node), liveness_failures(node)[-3:]
 
 
 def test_csi_plugin_restarted_under_running_pods_keeps_their_volumes_and_unpublishes_later(node, three):
