@@ -15,10 +15,12 @@ import importlib.metadata
 import io
 import json
 import os
+import py_compile
 import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 from typing import Dict, Iterable, List, Optional, Tuple
 
 BUSYBOX = "/bin/busybox"
@@ -240,7 +242,10 @@ def job_image(path: str, payload_mb: int = 64, name: str = JOB_IMAGE) -> str:
 # LVM configured as the Containerfile configures it (packaging/lvmlocal-csi.conf).
 PLUGIN_PYTHON = "/usr/bin/python3.11"
 PLUGIN_STDLIB = "/usr/lib/python3.11"
-STDLIB_LEFT_OUT = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "unittest")
+# __pycache__ too: Debian's bytecode is checked against the sources' times, which the layer fixes
+# (_add_bytecode puts in bytecode that is not).
+STDLIB_LEFT_OUT = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "unittest",
+                   "__pycache__")
 PLUGIN_SITE = "/usr/local/lib/python3.11/dist-packages"  # on Debian's python's own sys.path
 PLUGIN_HOME = "/opt/ax-vol-plugin"
 PLUGIN_PROGRAMS = (
@@ -329,6 +334,26 @@ def _add_distributions(layer: Layer, names: Iterable[str], target: str) -> None:
                     _add_libraries(layer, host_path)
 
 
+def _add_bytecode(layer: Layer, cache_tag: str) -> None:
+    """Bytecode for every Python source in the layer, not checked against the source (an image's
+    files never change, and the layer's times are fixed). Without it every process in the
+    container compiled the stdlib, grpc and the plugin from source: in the guest the plugin took
+    a minute to start, and its exec probe ran past 20 s."""
+    if sys.implementation.cache_tag != cache_tag:
+        raise SystemExit(f"the image's python is {cache_tag}, this one {sys.implementation.cache_tag}: "
+                         "its bytecode would be refused")
+    sources = [(path, value[0]) for path, (kind, value) in layer.files.items() if kind == "file" and path.endswith(".py")]
+    with tempfile.TemporaryDirectory() as scratch:
+        compiled = os.path.join(scratch, "out.pyc")
+        for path, host_path in sources:
+            py_compile.compile(host_path, cfile=compiled, dfile=path, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            with open(compiled, "rb") as handle:
+                name = os.path.basename(path)[: -len(".py")]
+                layer.files[os.path.join(os.path.dirname(path), "__pycache__", f"{name}.{cache_tag}.pyc")] = (
+                    "data", (handle.read(), 0o644))
+
+
 def csi_plugin_image(path: str) -> str:
     from flexdriver.csi import API_PACKAGE, default_api_dir
 
@@ -351,6 +376,7 @@ def csi_plugin_image(path: str) -> str:
     _add_distributions(layer, PLUGIN_DISTRIBUTIONS, PLUGIN_SITE)
     _add_tree(layer, os.path.join(default_api_dir(), API_PACKAGE), os.path.join(PLUGIN_SITE, API_PACKAGE), ("__pycache__",))
     _add_tree(layer, os.path.join(REPO, "flexdriver"), os.path.join(PLUGIN_HOME, "flexdriver"), ("__pycache__",))
+    _add_bytecode(layer, "cpython-" + os.path.basename(PLUGIN_PYTHON).removeprefix("python").replace(".", ""))
     env = (PATH_ENV, f"PYTHONPATH={PLUGIN_HOME}", "PYTHONDONTWRITEBYTECODE=1")
     return write_archive(path, CSI_PLUGIN_IMAGE, layer, entrypoint=["/usr/bin/python3", "-m", "flexdriver.csi"], env=env)
 

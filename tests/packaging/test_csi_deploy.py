@@ -43,8 +43,9 @@ def test_the_daemonset_shares_the_nodes_locks_config_and_kubelets_dir():
     # Kubelet's own HTTP probes on the port the plugin serves them on (nothing exec'd in the container).
     (port,) = plugin["ports"]
     assert f":{port['containerPort']}" == DEFAULT_HEALTH_ADDRESS and "exec" not in plugin["livenessProbe"]
-    assert (plugin["livenessProbe"]["httpGet"], plugin["readinessProbe"]["httpGet"]) == (
-        {"path": "/healthz", "port": port["name"]}, {"path": "/readyz", "port": port["name"]})
+    assert (plugin["startupProbe"]["httpGet"], plugin["livenessProbe"]["httpGet"], plugin["readinessProbe"]["httpGet"]) == (
+        {"path": "/healthz", "port": port["name"]}, {"path": "/healthz", "port": port["name"]},
+        {"path": "/readyz", "port": port["name"]})
     host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
     mounts = {m["name"]: m for m in plugin["volumeMounts"]}
     # Each is the host's own path at the same path: the plugin's paths are the host's.
@@ -66,6 +67,9 @@ def test_the_image_installs_the_pinned_runtime_and_generates_the_api_in_its_buil
     for source in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
         assert os.path.exists(os.path.join(REPO, source)), source
     assert 'ENTRYPOINT ["python3", "-m", "flexdriver.csi"]' in text
+    # Bytecode for what it imports, made after the last of it is in place (unchecked: the files never change).
+    compiled = text.index("RUN python3 -m compileall")
+    assert compiled > text.rindex("COPY ") and "--invalidation-mode unchecked-hash" in text[compiled:]
     with open(f"{REPO}/packaging/lvmlocal-csi.conf") as handle:
         lvm = handle.read()
     for setting in ("udev_sync = 0", "udev_rules = 0", "obtain_device_list_from_udev = 0"):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import io
 import json
 import os
+import sys
 import tarfile
 import threading
 
@@ -86,6 +88,24 @@ def test_a_dynamic_binary_brings_the_libraries_it_loads(tmp_path):
     libraries = [path for path in layer.files if "/lib" in path]
     assert any(os.path.basename(p).startswith("libseccomp") for p in libraries)
     assert any(os.path.basename(p).startswith("ld-linux") for p in libraries)
+
+
+def test_the_plugin_image_brings_bytecode_that_its_python_takes_as_it_is(tmp_path):
+    # Checked against the sources' times, which the layer fixes, bytecode would be refused and every
+    # process in the container would compile the stdlib, grpc and the plugin again.
+    members = _members(images.csi_plugin_image(str(tmp_path / "csi.tar")))
+    (layer_name,) = json.loads(members["manifest.json"])[0]["Layers"]
+    with tarfile.open(fileobj=io.BytesIO(members[layer_name])) as layer:
+        files = {m.name: m for m in layer.getmembers() if m.isfile()}
+        sources = [name for name in files if name.endswith(".py")]
+        assert "opt/ax-vol-plugin/flexdriver/csi/server.py" in sources and any("/grpc/" in n for n in sources)
+        for source in sources:
+            directory, name = os.path.split(source)
+            pyc = f"{directory}/__pycache__/{name[:-3]}.{sys.implementation.cache_tag}.pyc"
+            assert pyc in files, source
+            header = layer.extractfile(files[pyc]).read(16)
+            assert header[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(header[4:8], "little") == 0b01, pyc
+        assert not [n for n in files if n.endswith(".pyc") and f".{sys.implementation.cache_tag}." not in n]
 
 
 @pytest.mark.parametrize("example", ["dind-pod.yaml", "ci-runner-job.yaml"])
